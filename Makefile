@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` and `make test`. Both set themselves up.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+PORT ?= 8000
+
+.PHONY: install run test lint format services migrate bench clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+install: $(BIN)/.installed
+
+services:
+	@bash scripts/ensure-services.sh
+
+# Local run: web + worker + beat from the Procfile on the embedded defaults (SQLite and a
+# filesystem broker under instance/), in development mode (the app is its own Clerk-like issuer).
+run: install
+	@mkdir -p instance
+	GATEWAY_ENV=development $(BIN)/flask --app wsgi db upgrade
+	@echo "clerk-gateway: http://127.0.0.1:$(PORT)  (Ctrl-C stops web, worker and beat)"
+	GATEWAY_ENV=development PORT=$(PORT) PATH=$(CURDIR)/$(BIN):$$PATH \
+		$(BIN)/honcho start -f Procfile web worker beat
+
+test: install services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: install
+	$(BIN)/flask --app wsgi db upgrade
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache

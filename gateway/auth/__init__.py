@@ -1,0 +1,1 @@
+"""Clerk session authentication."""

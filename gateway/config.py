@@ -1,0 +1,273 @@
+"""Configuration: every environment variable of CONTRACT section 2, read once, typed, validated."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_INSTANCE_PATH = Path(__file__).resolve().parent.parent / "instance"
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
+_GUARD_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"invalid configuration: {variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    broker_url: str  # "" means the embedded filesystem broker under instance/
+    # Off by default: tasks report through the database. Set for `celery inspect`-style debugging.
+    result_backend: str | None = None
+    instance_path: str = str(DEFAULT_INSTANCE_PATH)
+    env: str = "production"  # GATEWAY_ENV: "production" or "development"
+    clerk_enabled: bool = True
+    clerk_publishable_key: str | None = None
+    clerk_jwks_url: str | None = None
+    clerk_issuer: str | None = None
+    clerk_jwt_key: str | None = None
+    clerk_authorized_parties: tuple[str, ...] = ()
+    clerk_clock_skew_seconds: int = 5
+    clerk_secret_key: str | None = None
+    clerk_api_url: str = "https://api.clerk.com/v1"
+    clerk_webhook_secrets: tuple[str, ...] = ()
+    clerk_jwks_cache_seconds: int = 300
+    clerk_jwks_refresh_cooldown_seconds: int = 30
+    webhook_sweep_seconds: int = 30
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    guard_services: tuple[tuple[str, str], ...] = ()
+    guard_timeout_seconds: float = 10.0
+    guard_circuit_failures: int = 5
+    guard_circuit_reset_seconds: float = 30.0
+    biasguard_on_login: bool = False
+    biasguard_fail_closed: bool = False
+    admin_api_keys: tuple[str, ...] = ()
+    port: int = 8000
+    web_concurrency: int | None = None
+    # Publishing must never hang a request: a stopped-but-open Redis otherwise blocks forever.
+    broker_publish_timeout_seconds: float = 1.0
+    readiness_timeout_seconds: float = 2.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dev_mode(self) -> bool:
+        """The app acts as its own Clerk-like issuer (make run). Never with real Clerk keys."""
+        return self.env == "development" and not self.has_clerk_keys
+
+    @property
+    def has_clerk_keys(self) -> bool:
+        return bool(self.clerk_publishable_key or self.clerk_jwks_url or self.clerk_jwt_key)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def guard_urls(self) -> dict[str, str]:
+        return dict(self.guard_services)
+
+    def replace(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        instance_path = reader.str("GATEWAY_INSTANCE_PATH") or str(DEFAULT_INSTANCE_PATH)
+        gateway_env = reader.choice("GATEWAY_ENV", ("production", "development"), "production")
+        config = cls(
+            database_url=normalise_database_url(
+                reader.str("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'gateway.db'}"
+            ),
+            broker_url=reader.str("CELERY_BROKER_URL") or reader.str("REDIS_URL") or "",
+            result_backend=reader.str("CELERY_RESULT_BACKEND"),
+            instance_path=instance_path,
+            env=gateway_env,
+            clerk_enabled=reader.bool("CLERK_ENABLED", True),
+            clerk_publishable_key=reader.str("CLERK_PUBLISHABLE_KEY"),
+            clerk_jwks_url=reader.url("CLERK_JWKS_URL"),
+            clerk_issuer=reader.str("CLERK_ISSUER"),
+            clerk_jwt_key=reader.pem("CLERK_JWT_KEY"),
+            clerk_authorized_parties=reader.list("CLERK_AUTHORIZED_PARTIES"),
+            clerk_clock_skew_seconds=reader.int("CLERK_CLOCK_SKEW_SECONDS", 5, minimum=0),
+            clerk_secret_key=reader.str("CLERK_SECRET_KEY"),
+            clerk_api_url=(reader.url("CLERK_API_URL") or "https://api.clerk.com/v1").rstrip("/"),
+            clerk_webhook_secrets=reader.words("CLERK_WEBHOOK_SECRET"),
+            clerk_jwks_cache_seconds=reader.int("CLERK_JWKS_CACHE_SECONDS", 300, minimum=1),
+            clerk_jwks_refresh_cooldown_seconds=reader.int(
+                "CLERK_JWKS_REFRESH_COOLDOWN_SECONDS", 30, minimum=0
+            ),
+            webhook_sweep_seconds=reader.int("WEBHOOK_SWEEP_SECONDS", 30, minimum=1),
+            stripe_api_key=reader.str("STRIPE_API_KEY"),
+            stripe_api_base=reader.url("STRIPE_API_BASE"),
+            guard_services=reader.guard_services("GUARD_SERVICES"),
+            guard_timeout_seconds=reader.float("GUARD_TIMEOUT_SECONDS", 10.0),
+            guard_circuit_failures=reader.int("GUARD_CIRCUIT_FAILURES", 5, minimum=1),
+            guard_circuit_reset_seconds=reader.float("GUARD_CIRCUIT_RESET_SECONDS", 30.0),
+            biasguard_on_login=reader.bool("BIASGUARD_ON_LOGIN", False),
+            biasguard_fail_closed=reader.bool("BIASGUARD_FAIL_CLOSED", False),
+            admin_api_keys=reader.list("ADMIN_API_KEYS"),
+            port=reader.int("PORT", 8000, minimum=1, maximum=65535),
+            web_concurrency=reader.int("WEB_CONCURRENCY", None, minimum=1),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Cross-field rules; also run for configs built in tests."""
+        if self.clerk_publishable_key:
+            frontend_api_host(self.clerk_publishable_key)
+        if self.clerk_issuer:
+            _require_url("CLERK_ISSUER", self.clerk_issuer)
+        if self.stripe_api_key and not self.stripe_api_key.startswith(("sk_", "rk_")):
+            raise ConfigError("STRIPE_API_KEY", "expected a key starting with sk_ or rk_")
+        for secret in self.clerk_webhook_secrets:
+            _check_webhook_secret(secret)
+
+
+def frontend_api_host(publishable_key: str) -> str:
+    """Decode Clerk's publishable key: pk_(test|live)_ + base64("<frontend api host>$")."""
+    match = re.fullmatch(r"pk_(test|live)_([A-Za-z0-9+/=_-]+)", publishable_key)
+    if not match:
+        raise ConfigError("CLERK_PUBLISHABLE_KEY", "expected pk_test_... or pk_live_...")
+    encoded = match.group(2)
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_")
+        text = decoded.decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ConfigError("CLERK_PUBLISHABLE_KEY", "the part after pk_*_ is not base64") from None
+    if not text.endswith("$") or not _HOST_RE.match(text[:-1]):
+        raise ConfigError(
+            "CLERK_PUBLISHABLE_KEY", "does not encode a Frontend API host ending in $"
+        )
+    return text[:-1]
+
+
+def normalise_database_url(url: str) -> str:
+    """Heroku gives postgres://; SQLAlchemy 2 wants postgresql+<driver>://."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _require_url(variable: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(variable, "expected an http(s) URL")
+    return value
+
+
+def _check_webhook_secret(secret: str) -> None:
+    raw = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        raise ConfigError("CLERK_WEBHOOK_SECRET", "each secret must be whsec_ + base64") from None
+    if not key:
+        raise ConfigError("CLERK_WEBHOOK_SECRET", "a secret is empty")
+
+
+class _Reader:
+    """Typed reads of one mapping; every failure names its variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def str(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.str(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"expected true or false, got {value!r}")
+
+    def int(
+        self, name: str, default: int | None, minimum: int | None = None, maximum: int | None = None
+    ) -> Any:
+        value = self.str(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(name, f"expected a whole number, got {value!r}") from None
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise ConfigError(name, f"{number} is out of range")
+        return number
+
+    def float(self, name: str, default: float) -> float:
+        value = self.str(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(name, f"expected a number of seconds, got {value!r}") from None
+        if not number > 0 or number == float("inf"):
+            raise ConfigError(name, "must be a positive number")
+        return number
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str(name) or default
+        if value not in choices:
+            raise ConfigError(name, f"expected one of {', '.join(choices)}")
+        return value
+
+    def url(self, name: str) -> str | None:
+        value = self.str(name)
+        return _require_url(name, value) if value else None
+
+    def list(self, name: str) -> tuple[str, ...]:
+        return tuple(item.strip() for item in (self.str(name) or "").split(",") if item.strip())
+
+    def words(self, name: str) -> tuple[str, ...]:
+        return tuple((self.str(name) or "").split())
+
+    def pem(self, name: str) -> str | None:
+        value = self.str(name)
+        if value is None:
+            return None
+        # Heroku config vars are often set with literal "\n"; accept both.
+        value = value.replace("\\n", "\n")
+        if "-----BEGIN PUBLIC KEY-----" not in value:
+            raise ConfigError(name, "expected a PEM public key (-----BEGIN PUBLIC KEY-----)")
+        return value
+
+    def guard_services(self, name: str) -> tuple[tuple[str, str], ...]:
+        services: dict[str, str] = {}
+        for entry in self.list(name):
+            service, sep, url = entry.partition("=")
+            service, url = service.strip().lower(), url.strip()
+            if not sep or not service or not url:
+                raise ConfigError(name, f"entry {entry!r} is not name=url")
+            if not _GUARD_NAME_RE.match(service):
+                raise ConfigError(name, f"service name {service!r} must be [a-z0-9_-]")
+            if service in services:
+                raise ConfigError(name, f"service {service!r} is listed twice")
+            services[service] = _require_url(name, url)
+        return tuple(services.items())

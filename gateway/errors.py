@@ -1,0 +1,136 @@
+"""Problem hierarchy (RFC 9457) and the one place every error is rendered as problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from flask import Flask, Response, g, json
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_BASE = "https://clerk-gateway.dev/problems/"
+
+
+class Problem(Exception):
+    """An error with a stable machine code. Services raise these; errors.py renders them."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal server error"
+    default_detail: ClassVar[str] = "An unexpected error occurred; it has been logged."
+    registry: ClassVar[dict[str, type[Problem]]] = {}
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.default_detail)
+        self.detail = detail or self.default_detail
+        self.headers = headers or {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            Problem.registry[cls.code] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": TYPE_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+
+
+class BadRequest(Problem):
+    status, code, title = 400, "bad_request", "Bad request"
+    default_detail = "The request could not be understood."
+
+
+class InvalidBody(Problem):
+    status, code, title = 400, "invalid_body", "Invalid request body"
+    default_detail = "The request body is not valid JSON of the expected shape."
+
+
+class Forbidden(Problem):
+    status, code, title = 403, "forbidden", "Forbidden"
+    default_detail = "You may not do this."
+
+
+class NotFound(Problem):
+    status, code, title = 404, "not_found", "Not found"
+    default_detail = "There is nothing at this URL."
+
+
+class MethodNotAllowed(Problem):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+    default_detail = "This URL does not accept that method."
+
+
+class PayloadTooLarge(Problem):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+    default_detail = "The request body is larger than this endpoint accepts."
+
+
+class ServiceUnavailable(Problem):
+    status, code, title = 503, "service_unavailable", "Service unavailable"
+    default_detail = "A dependency is unavailable; retry later."
+
+
+class InternalError(Problem):
+    pass
+
+
+_WERKZEUG_MAP: dict[int, type[Problem]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+}
+
+
+def problem_response(problem: Problem) -> Response:
+    body = problem.to_dict()
+    request_id = g.get("request_id") if g else None
+    if request_id:
+        body["request_id"] = request_id
+    response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_CONTENT_TYPE)
+    for name, value in problem.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    from gateway.extensions import db
+
+    @app.errorhandler(Problem)
+    def handle_problem(problem: Problem) -> Response:
+        if problem.status >= 500:
+            db.session.rollback()
+        return problem_response(problem)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException) -> Response:
+        cls = _WERKZEUG_MAP.get(exc.code or 500)
+        if cls is not None:
+            response = problem_response(cls())
+        else:
+            # Any other werkzeug error keeps its status, in our format.
+            generic = Problem(exc.description or exc.name)
+            body = generic.to_dict() | {"status": exc.code, "title": exc.name}
+            body["code"] = exc.name.lower().replace(" ", "_").replace("'", "")
+            response = Response(json.dumps(body), status=exc.code, mimetype=PROBLEM_CONTENT_TYPE)
+        if exc.code == 405 and exc.response is None:
+            allowed = getattr(exc, "valid_methods", None)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        db.session.rollback()
+        # The type only: a message may carry a token or an email. The stack goes to the log, never
+        # to the client.
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        return problem_response(InternalError())

@@ -1,0 +1,160 @@
+"""The web side of Celery: the Celery instance bound to the app, and enqueueing by task name.
+
+The gateway never imports worker code (imports go worker -> gateway); it names tasks by string.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+
+from gateway.config import Config
+
+log = logging.getLogger(__name__)
+
+PROCESS_WEBHOOK_EVENT = "worker.webhooks.process_webhook_event"
+SWEEP_WEBHOOK_EVENTS = "worker.maintenance.sweep_webhook_events"
+ENSURE_STRIPE_CUSTOMER = "worker.billing.ensure_stripe_customer"
+PING = "worker.maintenance.ping"
+
+# The broker redelivers an unacknowledged message after this long (acks_late); task retries and
+# backoff are kept well below it so a slow retry is never mistaken for a lost worker.
+VISIBILITY_TIMEOUT_SECONDS = 3600
+
+
+def broker_settings(config: Config) -> dict[str, Any]:
+    if config.embedded_broker:
+        # kombu's filesystem transport: web, worker and beat are separate processes sharing a
+        # folder, with no server to install. For local runs only.
+        root = Path(config.instance_path) / "broker"
+        for sub in ("queue", "processed"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "broker_url": "filesystem://",
+            "broker_transport_options": {
+                "data_folder_in": str(root / "queue"),
+                "data_folder_out": str(root / "queue"),
+                "processed_folder": str(root / "processed"),
+                "store_processed": False,
+            },
+        }
+    timeout = config.broker_publish_timeout_seconds
+    return {
+        "broker_url": config.broker_url,
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            # Bounded socket waits: a stopped-but-open Redis must not hang a request or a worker.
+            "socket_timeout": max(timeout, 5.0),
+            "socket_connect_timeout": timeout,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+    }
+
+
+class AppContextTask(Task):  # type: ignore[misc]
+    """Every task runs inside its own app context, so each gets its own db.session."""
+
+    abstract = True
+    flask_app: Flask
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.flask_app.app_context():
+            return self.run(*args, **kwargs)
+
+
+def celery_init_app(app: Flask, config: Config) -> Celery:
+    celery = Celery(app.import_name, task_cls=AppContextTask)
+    celery.conf.update(
+        broker_settings(config),
+        task_ignore_result=True,
+        # Off unless CELERY_RESULT_BACKEND is set: enqueueing must never touch a result store.
+        result_backend=config.result_backend,
+        result_expires=600,
+        task_serializer="json",
+        accept_content=["json"],
+        # At-least-once: ack after the task ran; a worker killed mid-task gives the message back.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        task_default_queue="gateway",
+        timezone="UTC",
+        imports=("worker.webhooks", "worker.billing", "worker.maintenance"),
+        beat_schedule={
+            "sweep-webhook-events": {
+                "task": SWEEP_WEBHOOK_EVENTS,
+                "schedule": float(config.webhook_sweep_seconds),
+            }
+        },
+    )
+    celery.Task.flask_app = app  # type: ignore[attr-defined]
+    celery.set_default()
+    app.extensions["celery"] = celery
+    app.extensions["celery_publisher"] = _Publisher()
+    return celery
+
+
+class _Publisher:
+    """Publishes on a few background threads and waits a bounded time for each.
+
+    kombu and redis-py retry connection errors internally (seconds, not milliseconds), and a
+    stopped-but-open Redis can hold a socket until its timeout: neither may hold a request. A
+    publish that overruns is left to finish or fail on its own thread; while the broker is known to
+    be down (recent failure, or every thread busy) we fail fast and let the sweep catch up.
+    """
+
+    MAX_IN_FLIGHT = 4
+    DOWN_BACKOFF_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(self.MAX_IN_FLIGHT, thread_name_prefix="publish")
+        self._slots = threading.BoundedSemaphore(self.MAX_IN_FLIGHT)
+        self._down_until = 0.0
+
+    def publish(
+        self, celery: Celery, task_name: str, args: tuple[Any, ...], timeout: float
+    ) -> bool:
+        if time.monotonic() < self._down_until or not self._slots.acquire(blocking=False):
+            return False
+        future = self._executor.submit(self._send, celery, task_name, args)
+        try:
+            future.result(timeout=timeout)
+        except FutureTimeout:
+            self._mark_down()
+            log.warning("enqueue of %s timed out after %.1fs", task_name, timeout)
+            return False
+        except Exception as exc:  # noqa: BLE001 - any broker fault means "not queued", never a 500
+            self._mark_down()
+            log.warning("enqueue of %s failed: %s", task_name, type(exc).__name__)
+            return False
+        return True
+
+    def _send(self, celery: Celery, task_name: str, args: tuple[Any, ...]) -> None:
+        try:
+            celery.send_task(task_name, args=args, retry=False, ignore_result=True)
+        finally:
+            self._slots.release()
+
+    def _mark_down(self) -> None:
+        self._down_until = time.monotonic() + self.DOWN_BACKOFF_SECONDS
+
+
+def enqueue(app: Flask, task_name: str, *args: Any) -> bool:
+    """Publish a task by name; never raise, never block past the publish timeout.
+
+    Returns False when the broker did not take it in time; the caller's row stays waiting and the
+    periodic sweep publishes it later. Arguments are ids only: Flower shows them to operators.
+    """
+    publisher: _Publisher = app.extensions["celery_publisher"]
+    timeout = app.config["GATEWAY"].broker_publish_timeout_seconds
+    return publisher.publish(app.extensions["celery"], task_name, args, timeout)

@@ -1,0 +1,8 @@
+"""Models, one module per aggregate."""
+
+from gateway.models.audit import BiasguardAuditLog, GuardRequest
+from gateway.models.base import Base
+from gateway.models.user import User
+from gateway.models.webhook_event import EventStatus, WebhookEvent
+
+__all__ = ["Base", "BiasguardAuditLog", "EventStatus", "GuardRequest", "User", "WebhookEvent"]

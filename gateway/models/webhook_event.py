@@ -1,0 +1,60 @@
+"""The webhook ledger: every verified Svix delivery, once per svix-id, with its fate."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.models.base import Base, BigId, isoformat, utcnow
+
+
+class EventStatus(enum.StrEnum):
+    RECEIVED = "received"  # committed, not yet handed to the broker
+    QUEUED = "queued"  # published to the broker
+    PROCESSING = "processing"  # claimed by a worker (claim expires: see claimed_at)
+    PROCESSED = "processed"
+    IGNORED = "ignored"  # a type we do not handle
+    INVALID = "invalid"  # validly signed but unusable (not JSON); kept as evidence
+    FAILED = "failed"  # permanent error or retries exhausted; see last_error
+
+    @classmethod
+    def waiting(cls) -> tuple[EventStatus, ...]:
+        return (cls.RECEIVED, cls.QUEUED)
+
+
+class WebhookEvent(Base):
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_status_received_at", "status", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    svix_id: Mapped[str] = mapped_column(String(255), unique=True)
+    type: Mapped[str | None] = mapped_column(String(100), index=True)
+    clerk_user_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20), default=EventStatus.RECEIVED.value)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # The envelope's timestamp and data.updated_at, in Unix milliseconds as Clerk sends them.
+    event_timestamp: Mapped[int | None] = mapped_column(BigInteger)
+    data_updated_at: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any] | None]
+    raw_body: Mapped[str | None] = mapped_column(Text)  # only when the body is not JSON
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    queued_at: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.svix_id,
+            "type": self.type,
+            "clerk_user_id": self.clerk_user_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "received_at": isoformat(self.received_at),
+            "processed_at": isoformat(self.processed_at),
+        }

@@ -1,0 +1,246 @@
+"""The rules that keep the local users table a faithful mirror of Clerk.
+
+Shared by login (gateway.auth), the webhook worker and `flask users backfill`, so a user reached by
+any path ends up the same. Callers own the transaction; these functions only flush.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from gateway.errors import Problem
+from gateway.models import User
+from gateway.models.base import utcnow
+
+
+class EmailRequired(Problem):
+    status, code, title = 422, "email_required", "Primary email required"
+    default_detail = "The Clerk user has no primary email address."
+
+
+class UserNotFound(Problem):
+    status, code, title = 404, "user_not_found", "User not found"
+    default_detail = "No user with that identity exists here."
+
+
+class UserDeactivated(Problem):
+    status, code, title = 403, "user_deactivated", "User deactivated"
+    default_detail = "This account has been deactivated."
+
+
+@dataclass(frozen=True)
+class ClerkUser:
+    """The fields we mirror from a Clerk user object (webhook `data` or Backend API user)."""
+
+    id: str
+    primary_email: str | None
+    primary_email_verified: bool
+    first_name: str | None = None
+    last_name: str | None = None
+    image_url: str | None = None
+    public_metadata: dict[str, Any] = field(default_factory=dict)
+    private_metadata: dict[str, Any] = field(default_factory=dict)
+    unsafe_metadata: dict[str, Any] = field(default_factory=dict)
+    created_at_ms: int | None = None
+    updated_at_ms: int | None = None
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> ClerkUser:
+        """Parse Clerk's user JSON. Raises ValueError when it is not a user object."""
+        user_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(user_id, str) or not user_id:
+            raise ValueError("user object without an id")
+        email, verified = _primary_email(data)
+        return cls(
+            id=user_id,
+            primary_email=email,
+            primary_email_verified=verified,
+            first_name=_str_or_none(data.get("first_name")),
+            last_name=_str_or_none(data.get("last_name")),
+            image_url=_str_or_none(data.get("image_url")),
+            public_metadata=_dict(data.get("public_metadata")),
+            private_metadata=_dict(data.get("private_metadata")),
+            unsafe_metadata=_dict(data.get("unsafe_metadata")),
+            created_at_ms=_ms(data.get("created_at")),
+            updated_at_ms=_ms(data.get("updated_at")),
+        )
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    user: User
+    created: bool = False
+    linked: bool = False
+    # Fields whose value changed (Stripe cares about email and names); empty when nothing applied.
+    changed: frozenset[str] = frozenset()
+    skipped: str | None = None  # "stale" or "deleted" when the event changed nothing
+
+
+def lock_clerk_user(session: Session, clerk_user_id: str) -> None:
+    """Serialise all writers of one Clerk user until the transaction ends.
+
+    Webhook events of one user may run on different workers at once, and a first login can race
+    the user.created webhook; a per-user lock (not a table lock) keeps other users flowing.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite serialises writers itself.
+    digest = hashlib.blake2b(clerk_user_id.encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def find_by_clerk_id(session: Session, clerk_user_id: str) -> User | None:
+    return session.scalar(select(User).where(User.clerk_user_id == clerk_user_id))
+
+
+def find_by_email(session: Session, email: str) -> User | None:
+    """Newest active match first: several rows may share an email (tombstones, old accounts)."""
+    return session.scalar(
+        select(User)
+        .where(User.email == email.strip().lower())
+        .order_by(User.is_active.desc(), User.id.desc())
+        .limit(1)
+    )
+
+
+def upsert_clerk_user(session: Session, clerk: ClerkUser) -> UpsertResult:
+    """Create or update the mirror of `clerk`, by Clerk id, else by verified email, else new.
+
+    Never moves a user backwards in time (Svix does not order deliveries) and never brings back a
+    deleted user. Raises EmailRequired when the Clerk user has no primary email.
+    """
+    if not clerk.primary_email:
+        raise EmailRequired()
+    user = find_by_clerk_id(session, clerk.id)
+    if user is not None:
+        if user.deleted_at is not None:
+            return UpsertResult(user, skipped="deleted")
+        if _is_stale(user, clerk):
+            return UpsertResult(user, skipped="stale")
+        changed = _apply(user, clerk)
+        session.flush()
+        return UpsertResult(user, changed=changed)
+
+    # Linking by email is only safe when Clerk has verified it: otherwise anyone could sign up
+    # with a victim's address and inherit the victim's account.
+    if clerk.primary_email_verified:
+        candidate = session.scalar(
+            select(User)
+            .where(User.clerk_user_id.is_(None), func.lower(User.email) == clerk.primary_email)
+            .order_by(User.id)
+            .limit(1)
+            .with_for_update()
+        )
+        if candidate is not None:
+            candidate.clerk_user_id = clerk.id
+            changed = _apply(candidate, clerk)
+            session.flush()
+            return UpsertResult(candidate, linked=True, changed=changed | {"clerk_user_id"})
+
+    user = User(clerk_user_id=clerk.id, is_active=True)
+    changed = _apply(user, clerk)
+    session.add(user)
+    session.flush()
+    return UpsertResult(user, created=True, changed=changed)
+
+
+def create_user_from_claims(session: Session, claims: dict[str, Any]) -> UpsertResult:
+    """First login without a Backend API key: the session claims are all we know."""
+    email = claims.get("email")
+    user = User(
+        clerk_user_id=claims["sub"],
+        email=email.strip().lower() if isinstance(email, str) and email.strip() else None,
+        first_name=_str_or_none(claims.get("first_name")),
+        last_name=_str_or_none(claims.get("last_name")),
+        is_active=True,
+    )
+    session.add(user)
+    session.flush()
+    return UpsertResult(user, created=True, changed=frozenset({"email"}))
+
+
+def soft_delete_clerk_user(session: Session, clerk_user_id: str) -> UpsertResult:
+    """Deactivate; for an unknown user leave a tombstone so a late user.created cannot revive it."""
+    user = find_by_clerk_id(session, clerk_user_id)
+    now = utcnow()
+    if user is None:
+        user = User(clerk_user_id=clerk_user_id, is_active=False, deleted_at=now)
+        session.add(user)
+        session.flush()
+        return UpsertResult(user, created=True, changed=frozenset({"deleted_at"}))
+    if user.deleted_at is not None:
+        return UpsertResult(user, skipped="deleted")
+    user.is_active = False
+    user.deleted_at = now
+    session.flush()
+    return UpsertResult(user, changed=frozenset({"is_active", "deleted_at"}))
+
+
+def ms_to_datetime(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _is_stale(user: User, clerk: ClerkUser) -> bool:
+    if user.clerk_updated_at is None or clerk.updated_at_ms is None:
+        return False
+    stored = user.clerk_updated_at
+    if stored.tzinfo is None:  # SQLite returns naive UTC
+        stored = stored.replace(tzinfo=UTC)
+    stored_ms = round(stored.timestamp() * 1000)
+    return clerk.updated_at_ms <= stored_ms
+
+
+def _apply(user: User, clerk: ClerkUser) -> frozenset[str]:
+    values: dict[str, Any] = {
+        "email": clerk.primary_email,
+        "first_name": clerk.first_name,
+        "last_name": clerk.last_name,
+        "image_url": clerk.image_url,
+        "clerk_public_metadata": clerk.public_metadata,
+        "clerk_private_metadata": clerk.private_metadata,
+        "clerk_unsafe_metadata": clerk.unsafe_metadata,
+    }
+    if clerk.created_at_ms is not None:
+        values["clerk_created_at"] = ms_to_datetime(clerk.created_at_ms)
+    if clerk.updated_at_ms is not None:
+        values["clerk_updated_at"] = ms_to_datetime(clerk.updated_at_ms)
+    changed = {name for name, value in values.items() if getattr(user, name) != value}
+    for name in changed:
+        setattr(user, name, values[name])
+    return frozenset(changed)
+
+
+def _primary_email(data: dict[str, Any]) -> tuple[str | None, bool]:
+    primary_id = data.get("primary_email_address_id")
+    addresses = data.get("email_addresses")
+    if not primary_id or not isinstance(addresses, list):
+        return None, False
+    for entry in addresses:
+        if isinstance(entry, dict) and entry.get("id") == primary_id:
+            address = entry.get("email_address")
+            if not isinstance(address, str) or "@" not in address:
+                return None, False
+            verification = entry.get("verification")
+            verified = isinstance(verification, dict) and verification.get("status") == "verified"
+            return address.strip().lower(), verified
+    return None, False
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value != "" else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _ms(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)

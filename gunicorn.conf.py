@@ -1,0 +1,41 @@
+"""Gunicorn settings for the web process (Procfile `web`).
+
+Worker class: gthread. A gateway spends its time waiting on the network (JWKS, the Clerk API,
+guard upstreams, PostgreSQL), so threads overlap that waiting while each process keeps one JWKS
+cache, one connection pool and one circuit-breaker state shared by its threads. Unlike gevent it
+needs no monkey-patching of psycopg, redis or urllib3, and a slow request cannot starve a whole
+process's event loop.
+"""
+
+import multiprocessing
+import os
+import sys
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(multiprocessing.cpu_count(), 4))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Clerk session tokens can be large; the app, not gunicorn, must answer an oversized token with a
+# 401 problem. Header fields of up to 32 KiB reach the app.
+limit_request_field_size = 32768
+limit_request_fields = 100
+limit_request_line = 8190
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# The app logs every request itself (JSON, paths redacted); gunicorn's access log would not redact.
+accesslog = None
+errorlog = "-"
+# Heroku's router terminates TLS and sets X-Forwarded-*.
+forwarded_allow_ips = "*"
+
+
+def on_starting(server):
+    """Validate configuration in the master, before any worker forks: one line, then exit."""
+    from gateway.config import Config, ConfigError
+
+    try:
+        Config.from_env()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(1)

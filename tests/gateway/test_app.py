@@ -1,0 +1,141 @@
+"""The app shell: problem+json everywhere, request ids, health and readiness."""
+
+import json
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+from gateway.errors import PROBLEM_CONTENT_TYPE
+from gateway.logs import JsonFormatter
+
+
+def test_unknown_route_is_problem_json_404(client):
+    response = client.get("/no-such-route")
+    assert response.status_code == 404
+    assert response.mimetype == PROBLEM_CONTENT_TYPE
+    body = response.get_json(force=True)
+    assert body["code"] == "not_found"
+    assert body["status"] == 404
+    assert "<html" not in response.get_data(as_text=True).lower()
+
+
+def test_wrong_method_is_problem_json_405(client):
+    response = client.post("/healthz")
+    assert response.status_code == 405
+    assert response.mimetype == PROBLEM_CONTENT_TYPE
+    assert response.get_json(force=True)["code"] == "method_not_allowed"
+
+
+def test_unexpected_exception_is_500_problem_without_stack(app, caplog):
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret-detail eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig")
+
+    from gateway.auth.public import public
+
+    public(boom)
+    with caplog.at_level(logging.ERROR):
+        response = app.test_client().get("/boom", headers={"X-Request-ID": "req-123"})
+    assert response.status_code == 500
+    assert response.mimetype == PROBLEM_CONTENT_TYPE
+    body = response.get_json(force=True)
+    assert body["code"] == "internal_error"
+    assert body["request_id"] == "req-123"
+    text = response.get_data(as_text=True)
+    assert "secret-detail" not in text and "Traceback" not in text
+
+
+def test_request_id_echoed_or_generated(client):
+    given = client.get("/healthz", headers={"X-Request-ID": "abc-1"})
+    assert given.headers["X-Request-ID"] == "abc-1"
+    generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_healthz_ok(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_ok_when_database_and_broker_answer(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_readyz_broker_refusing_is_503(make_app):
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"] == {"database": "ok", "broker": "error"}
+
+
+@pytest.fixture
+def black_hole():
+    """A TCP server that accepts and never answers: a hung Redis or PostgreSQL."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(50)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_readyz_hung_broker_answers_503_within_bound(make_app, black_hole):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{black_hole}/0")
+    started = time.monotonic()
+    response = app.test_client().get("/readyz")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["broker"] == "error"
+    assert elapsed < 5, elapsed
+
+
+def test_readyz_hung_database_answers_503_within_bound(make_app, black_hole):
+    app = make_app(DATABASE_URL=f"postgresql://root@127.0.0.1:{black_hole}/x")
+    started = time.monotonic()
+    response = app.test_client().get("/readyz")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.get_json()["checks"] == {"database": "error", "broker": "ok"}
+    assert elapsed < 5, elapsed
+
+
+def test_logs_are_json_lines_with_request_id_and_no_secrets(client, caplog):
+    with caplog.at_level(logging.INFO):
+        client.get(
+            "/webhooks/clerk/users/email/alice@example.com",
+            headers={"X-Request-ID": "rid-42", "Authorization": "Bearer eyJabcdefgh.eyJpay.sig"},
+        )
+    formatter = JsonFormatter()
+    lines = [formatter.format(record) for record in caplog.records]
+    entries = [json.loads(line) for line in lines]
+    access = [e for e in entries if e["logger"] == "gateway.access"]
+    assert access and access[-1]["request_id"] == "rid-42"
+    assert access[-1]["status"] == 404
+    text = "\n".join(lines)
+    assert "alice@example.com" not in text
+    assert "eyJpay" not in text

@@ -1,0 +1,128 @@
+"""Config.from_env: every variable typed, invalid values named at start."""
+
+import base64
+import subprocess
+import sys
+
+import pytest
+
+from gateway.config import Config, ConfigError, frontend_api_host, normalise_database_url
+from tests.support.processes import ROOT
+
+
+def publishable_key(host: str, kind: str = "test") -> str:
+    return f"pk_{kind}_" + base64.b64encode(f"{host}$".encode()).decode()
+
+
+def test_from_env_defaults_use_embedded_sqlite_and_broker(tmp_path):
+    config = Config.from_env({"GATEWAY_INSTANCE_PATH": str(tmp_path)})
+    assert config.database_url == f"sqlite:///{tmp_path / 'gateway.db'}"
+    assert config.embedded_broker
+    assert config.clerk_enabled is True
+    assert config.clerk_clock_skew_seconds == 5
+    assert config.clerk_api_url == "https://api.clerk.com/v1"
+    assert config.guard_timeout_seconds == 10.0
+    assert config.admin_api_keys == ()
+    assert not config.dev_mode
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"),
+        ("postgresql://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+    ],
+)
+def test_normalise_database_url_heroku_scheme_becomes_sqlalchemy(given, expected):
+    assert normalise_database_url(given) == expected
+
+
+def test_from_env_broker_celery_url_overrides_redis_url():
+    config = Config.from_env({"REDIS_URL": "redis://a:6379/0", "CELERY_BROKER_URL": "redis://b/1"})
+    assert config.broker_url == "redis://b/1"
+
+
+def test_publishable_key_decodes_frontend_api_host():
+    assert frontend_api_host(publishable_key("clerk.example.com")) == "clerk.example.com"
+    assert frontend_api_host(publishable_key("foo-bar-13.clerk.accounts.dev")) == (
+        "foo-bar-13.clerk.accounts.dev"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CLERK_PUBLISHABLE_KEY", "pk_test_bad"),
+        ("CLERK_PUBLISHABLE_KEY", "sk_test_abc"),
+        ("CLERK_PUBLISHABLE_KEY", "pk_test_" + base64.b64encode(b"no-dollar.example").decode()),
+        ("GUARD_SERVICES", "nonsense"),
+        ("GUARD_SERVICES", "a=http://x/1,a=http://y/2"),
+        ("GUARD_SERVICES", "tokenguard=ftp://x"),
+        ("CLERK_ENABLED", "maybe"),
+        ("CLERK_CLOCK_SKEW_SECONDS", "five"),
+        ("CLERK_CLOCK_SKEW_SECONDS", "-1"),
+        ("GUARD_TIMEOUT_SECONDS", "0"),
+        ("PORT", "70000"),
+        ("CLERK_JWKS_URL", "not a url"),
+        ("CLERK_JWT_KEY", "not a pem"),
+        ("CLERK_WEBHOOK_SECRET", "whsec_"),
+        ("STRIPE_API_KEY", "pk_test_123"),
+        ("GATEWAY_ENV", "staging"),
+    ],
+)
+def test_from_env_invalid_value_names_the_variable(variable, value):
+    with pytest.raises(ConfigError) as excinfo:
+        Config.from_env({variable: value})
+    assert excinfo.value.variable == variable
+    assert variable in str(excinfo.value)
+
+
+def test_from_env_parses_lists_and_guard_services():
+    config = Config.from_env(
+        {
+            "GUARD_SERVICES": "TokenGuard=http://127.0.0.1:9/v1/check, biasguard=https://b/x",
+            "CLERK_AUTHORIZED_PARTIES": "https://app.example.com, https://b.example.com",
+            "CLERK_WEBHOOK_SECRET": (
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+            ),
+            "ADMIN_API_KEYS": "k1,k2",
+        }
+    )
+    assert config.guard_urls == {
+        "tokenguard": "http://127.0.0.1:9/v1/check",
+        "biasguard": "https://b/x",
+    }
+    assert config.clerk_authorized_parties == ("https://app.example.com", "https://b.example.com")
+    assert len(config.clerk_webhook_secrets) == 2
+    assert config.admin_api_keys == ("k1", "k2")
+
+
+def test_dev_mode_only_in_development_without_clerk_keys():
+    assert Config.from_env({"GATEWAY_ENV": "development"}).dev_mode
+    assert not Config.from_env({}).dev_mode
+    with_key = {"GATEWAY_ENV": "development", "CLERK_JWKS_URL": "https://x.example/jwks"}
+    assert not Config.from_env(with_key).dev_mode
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("GUARD_SERVICES", "nonsense"), ("CLERK_PUBLISHABLE_KEY", "pk_test_bad")],
+)
+def test_web_process_bad_config_exits_with_one_line_naming_variable(variable, value, tmp_path):
+    """The Procfile's web command (gunicorn) refuses to start, naming the variable."""
+    result = subprocess.run(
+        [f"{sys.prefix}/bin/gunicorn", "--config", "gunicorn.conf.py", "--bind", "127.0.0.1:0",
+         "wsgi:app"],
+        cwd=ROOT,
+        env={"PATH": f"{sys.prefix}/bin:/usr/bin:/bin", variable: value,
+             "GATEWAY_INSTANCE_PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = [
+        line for line in result.stderr.splitlines() if line.startswith("invalid configuration")
+    ]
+    assert lines == [lines[0]] and variable in lines[0], result.stderr

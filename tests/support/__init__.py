@@ -1,0 +1,1 @@
+"""Test helpers: real processes and servers, started and stopped by the fixtures."""

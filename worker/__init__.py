@@ -1,0 +1,1 @@
+"""Celery tasks: thin shims over gateway services. Imports go worker -> gateway, never back."""
