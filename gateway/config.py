@@ -90,42 +90,42 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
-        instance_path = reader.str("GATEWAY_INSTANCE_PATH") or str(DEFAULT_INSTANCE_PATH)
+        instance_path = reader.text("GATEWAY_INSTANCE_PATH") or str(DEFAULT_INSTANCE_PATH)
         gateway_env = reader.choice("GATEWAY_ENV", ("production", "development"), "production")
         config = cls(
             database_url=normalise_database_url(
-                reader.str("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'gateway.db'}"
+                reader.text("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'gateway.db'}"
             ),
-            broker_url=reader.str("CELERY_BROKER_URL") or reader.str("REDIS_URL") or "",
-            result_backend=reader.str("CELERY_RESULT_BACKEND"),
+            broker_url=reader.text("CELERY_BROKER_URL") or reader.text("REDIS_URL") or "",
+            result_backend=reader.text("CELERY_RESULT_BACKEND"),
             instance_path=instance_path,
             env=gateway_env,
-            clerk_enabled=reader.bool("CLERK_ENABLED", True),
-            clerk_publishable_key=reader.str("CLERK_PUBLISHABLE_KEY"),
+            clerk_enabled=reader.flag("CLERK_ENABLED", True),
+            clerk_publishable_key=reader.text("CLERK_PUBLISHABLE_KEY"),
             clerk_jwks_url=reader.url("CLERK_JWKS_URL"),
-            clerk_issuer=reader.str("CLERK_ISSUER"),
+            clerk_issuer=reader.text("CLERK_ISSUER"),
             clerk_jwt_key=reader.pem("CLERK_JWT_KEY"),
-            clerk_authorized_parties=reader.list("CLERK_AUTHORIZED_PARTIES"),
-            clerk_clock_skew_seconds=reader.int("CLERK_CLOCK_SKEW_SECONDS", 5, minimum=0),
-            clerk_secret_key=reader.str("CLERK_SECRET_KEY"),
+            clerk_authorized_parties=reader.csv("CLERK_AUTHORIZED_PARTIES"),
+            clerk_clock_skew_seconds=reader.integer("CLERK_CLOCK_SKEW_SECONDS", 5, minimum=0),
+            clerk_secret_key=reader.text("CLERK_SECRET_KEY"),
             clerk_api_url=(reader.url("CLERK_API_URL") or "https://api.clerk.com/v1").rstrip("/"),
             clerk_webhook_secrets=reader.words("CLERK_WEBHOOK_SECRET"),
-            clerk_jwks_cache_seconds=reader.int("CLERK_JWKS_CACHE_SECONDS", 300, minimum=1),
-            clerk_jwks_refresh_cooldown_seconds=reader.int(
+            clerk_jwks_cache_seconds=reader.integer("CLERK_JWKS_CACHE_SECONDS", 300, minimum=1),
+            clerk_jwks_refresh_cooldown_seconds=reader.integer(
                 "CLERK_JWKS_REFRESH_COOLDOWN_SECONDS", 30, minimum=0
             ),
-            webhook_sweep_seconds=reader.int("WEBHOOK_SWEEP_SECONDS", 30, minimum=1),
-            stripe_api_key=reader.str("STRIPE_API_KEY"),
+            webhook_sweep_seconds=reader.integer("WEBHOOK_SWEEP_SECONDS", 30, minimum=1),
+            stripe_api_key=reader.text("STRIPE_API_KEY"),
             stripe_api_base=reader.url("STRIPE_API_BASE"),
             guard_services=reader.guard_services("GUARD_SERVICES"),
-            guard_timeout_seconds=reader.float("GUARD_TIMEOUT_SECONDS", 10.0),
-            guard_circuit_failures=reader.int("GUARD_CIRCUIT_FAILURES", 5, minimum=1),
-            guard_circuit_reset_seconds=reader.float("GUARD_CIRCUIT_RESET_SECONDS", 30.0),
-            biasguard_on_login=reader.bool("BIASGUARD_ON_LOGIN", False),
-            biasguard_fail_closed=reader.bool("BIASGUARD_FAIL_CLOSED", False),
-            admin_api_keys=reader.list("ADMIN_API_KEYS"),
-            port=reader.int("PORT", 8000, minimum=1, maximum=65535),
-            web_concurrency=reader.int("WEB_CONCURRENCY", None, minimum=1),
+            guard_timeout_seconds=reader.seconds("GUARD_TIMEOUT_SECONDS", 10.0),
+            guard_circuit_failures=reader.integer("GUARD_CIRCUIT_FAILURES", 5, minimum=1),
+            guard_circuit_reset_seconds=reader.seconds("GUARD_CIRCUIT_RESET_SECONDS", 30.0),
+            biasguard_on_login=reader.flag("BIASGUARD_ON_LOGIN", False),
+            biasguard_fail_closed=reader.flag("BIASGUARD_FAIL_CLOSED", False),
+            admin_api_keys=reader.csv("ADMIN_API_KEYS"),
+            port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
+            web_concurrency=reader.integer("WEB_CONCURRENCY", None, minimum=1),
         )
         config.validate()
         return config
@@ -191,12 +191,12 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def bool(self, name: str, default: bool) -> bool:
-        value = self.str(name)
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.text(name)
         if value is None:
             return default
         lowered = value.lower()
@@ -206,10 +206,10 @@ class _Reader:
             return False
         raise ConfigError(name, f"expected true or false, got {value!r}")
 
-    def int(
+    def integer(
         self, name: str, default: int | None, minimum: int | None = None, maximum: int | None = None
     ) -> Any:
-        value = self.str(name)
+        value = self.text(name)
         if value is None:
             return default
         try:
@@ -220,8 +220,8 @@ class _Reader:
             raise ConfigError(name, f"{number} is out of range")
         return number
 
-    def float(self, name: str, default: float) -> float:
-        value = self.str(name)
+    def seconds(self, name: str, default: float) -> float:
+        value = self.text(name)
         if value is None:
             return default
         try:
@@ -233,23 +233,23 @@ class _Reader:
         return number
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.str(name) or default
+        value = self.text(name) or default
         if value not in choices:
             raise ConfigError(name, f"expected one of {', '.join(choices)}")
         return value
 
     def url(self, name: str) -> str | None:
-        value = self.str(name)
+        value = self.text(name)
         return _require_url(name, value) if value else None
 
-    def list(self, name: str) -> tuple[str, ...]:
-        return tuple(item.strip() for item in (self.str(name) or "").split(",") if item.strip())
+    def csv(self, name: str) -> tuple[str, ...]:
+        return tuple(item.strip() for item in (self.text(name) or "").split(",") if item.strip())
 
     def words(self, name: str) -> tuple[str, ...]:
-        return tuple((self.str(name) or "").split())
+        return tuple((self.text(name) or "").split())
 
     def pem(self, name: str) -> str | None:
-        value = self.str(name)
+        value = self.text(name)
         if value is None:
             return None
         # Heroku config vars are often set with literal "\n"; accept both.
@@ -260,7 +260,7 @@ class _Reader:
 
     def guard_services(self, name: str) -> tuple[tuple[str, str], ...]:
         services: dict[str, str] = {}
-        for entry in self.list(name):
+        for entry in self.csv(name):
             service, sep, url = entry.partition("=")
             service, url = service.strip().lower(), url.strip()
             if not sep or not service or not url:
