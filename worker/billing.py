@@ -82,9 +82,8 @@ def _run(task: Task, job: str, service: Service, user_id: int) -> dict[str, Any]
         )  # fmt: skip
         return {"status": "failed", "code": exc.code}
     log.info(
-        "%s user=%s: %s %s",
-        job, user_id, outcome.status, outcome.customer_id or "", extra=extra | {"status": outcome.status},
-    )  # fmt: skip
+        "%s user=%s: %s %s", job, user_id, outcome.status, outcome.customer_id or "", extra=extra
+    )
     return {"status": outcome.status, "customer_id": outcome.customer_id}
 
 

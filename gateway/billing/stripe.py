@@ -1,4 +1,4 @@
-"""Stripe customers for local users: create exactly once, push changes, mark deletions, reconcile."""
+"""Stripe customers for local users: create once, push changes, mark deletions, reconcile."""
 
 from __future__ import annotations
 
