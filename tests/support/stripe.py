@@ -65,3 +65,38 @@ def create_customer(base_url: str, **fields: Any) -> dict[str, Any]:
     )
     response.raise_for_status()
     return dict(response.json())
+
+
+def add_user(session: Any, clerk_user_id: str, email: str | None = None, **fields: Any) -> int:
+    """A committed local user, made straight with the model (the login and webhook paths are
+    other features'); returns its id."""
+    from gateway.models import User
+
+    user = User(
+        clerk_user_id=clerk_user_id,
+        email=email if email is not None else f"{clerk_user_id}@example.com",
+        is_active=True,
+        **fields,
+    )
+    session.add(user)
+    session.commit()
+    return int(user.id)
+
+
+def customer_json(customer_id: str, clerk_user_id: str | None, **fields: Any) -> dict[str, Any]:
+    """A Stripe customer object as the API answers it, for the recording server."""
+    return {
+        "id": customer_id,
+        "object": "customer",
+        "created": 1700000000,
+        "livemode": False,
+        "metadata": {"clerk_user_id": clerk_user_id} if clerk_user_id else {},
+        **fields,
+    }
+
+
+def stripe_error(status: int, error_type: str, code: str | None = None) -> tuple[str, int]:
+    import json
+
+    body = {"error": {"type": error_type, "code": code, "message": "refused (test)"}}
+    return json.dumps(body), status
