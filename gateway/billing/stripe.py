@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ class Outcome:
 
 def make_client(api_key: str, api_base: str | None = None) -> stripe.StripeClient:
     """A client per call site: never stripe.api_key, which is global to the process."""
+    # stripe-python logs every request at INFO, and Stripe's error messages (which may echo the
+    # parameters sent, an email among them); we log outcomes ourselves.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
     return stripe.StripeClient(
         api_key,
         base_addresses={"api": api_base} if api_base else None,
@@ -123,7 +127,11 @@ def ensure_stripe_customer(
         status = "found"
         if customer_id is None:
             customer_id, status = _create_customer(client, user)
-        return _link(session, user, customer_id, status)
+        outcome = _link(session, user, customer_id, status)
+        if outcome.status == "found":
+            # A customer made by an earlier attempt may carry the email and name of back then.
+            _push(client, user, customer_id)
+        return outcome
 
 
 def push_customer_changes(session: Session, client: stripe.StripeClient, user_id: int) -> Outcome:
@@ -140,16 +148,7 @@ def push_customer_changes(session: Session, client: stripe.StripeClient, user_id
             return Outcome("skipped_inactive", user.stripe_customer_id)
         customer_id = user.stripe_customer_id
         if customer_id and user.clerk_user_id:
-            with _translated():
-                client.v1.customers.update(
-                    customer_id,
-                    params={
-                        # "" clears a field on Stripe, as the user cleared it on Clerk.
-                        "email": user.email or "",
-                        "name": full_name(user) or "",
-                        "metadata": {"clerk_user_id": user.clerk_user_id},
-                    },
-                )
+            _push(client, user, customer_id)
             return Outcome("updated", customer_id)
     if customer_id is None:
         return ensure_stripe_customer(session, client, user_id)
@@ -373,6 +372,19 @@ def _create_customer(client: stripe.StripeClient, user: User) -> tuple[str, str]
             ) from None
         return found, "found"
     return str(customer.id), "created"
+
+
+def _push(client: stripe.StripeClient, user: User, customer_id: str) -> None:
+    with _translated():
+        client.v1.customers.update(
+            customer_id,
+            params={
+                # "" clears a field on Stripe, as the user cleared it on Clerk.
+                "email": user.email or "",
+                "name": full_name(user) or "",
+                "metadata": {"clerk_user_id": user.clerk_user_id or ""},
+            },
+        )
 
 
 def _link(session: Session, user: User, customer_id: str, status: str) -> Outcome:

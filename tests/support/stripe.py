@@ -100,3 +100,20 @@ def stripe_error(status: int, error_type: str, code: str | None = None) -> tuple
 
     body = {"error": {"type": error_type, "code": code, "message": "refused (test)"}}
     return json.dumps(body), status
+
+
+def log_lines(proc: Proc, needle: str) -> list[str]:
+    return [line for line in proc.output().splitlines() if needle in line]
+
+
+def wait_for_lines(proc: Proc, needle: str, count: int = 1, timeout: float = 30.0) -> list[str]:
+    """Poll a worker's log until `needle` shows up `count` times (each task logs its outcome)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = log_lines(proc, needle)
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.1)
+    raise TimeoutError(f"{count} x {needle!r} not seen:\n{proc.output()[-3000:]}")

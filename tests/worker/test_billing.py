@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -24,8 +23,10 @@ from tests.support.stripe import (
     customer_json,
     flush,
     list_customers,
+    log_lines,
     run_localstripe,
     stripe_error,
+    wait_for_lines,
 )
 
 pytestmark = pytest.mark.slow
@@ -41,20 +42,6 @@ def localstripe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 def localstripe(localstripe_server: str) -> str:
     flush(localstripe_server)
     return localstripe_server
-
-
-def log_lines(proc, needle: str) -> list[str]:
-    return [line for line in proc.output().splitlines() if needle in line]
-
-
-def wait_for_lines(proc, needle: str, count: int = 1, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = log_lines(proc, needle)
-        if len(lines) >= count:
-            return lines
-        time.sleep(0.1)
-    raise TimeoutError(f"{count} x {needle!r} not seen:\n{proc.output()[-3000:]}")
 
 
 def outcome_of(line: str) -> str:

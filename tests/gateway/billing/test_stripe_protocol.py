@@ -127,14 +127,20 @@ def test_ensure_stripe_customer_old_user_found_by_search_without_create(recordin
     httpserver.expect_request("/v1/customers/search", method="GET").respond_with_json(
         {"object": "search_result", "data": [customer_json("cus_S", "user_old")], "has_more": False}
     )
+    httpserver.expect_request("/v1/customers/cus_S", method="POST").respond_with_json(
+        customer_json("cus_S", "user_old")
+    )
     with recording_app.app_context():
-        user_id = add_user(db.session, "user_old", created_at=OLD)
+        user_id = add_user(db.session, "user_old", "now@example.com", created_at=OLD)
         outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
 
     (search,) = requests_to(httpserver, "GET", "/v1/customers/search")
     assert search.args["query"] == "metadata['clerk_user_id']:'user_old'"
     assert outcome == billing.Outcome("found", "cus_S")
     assert requests_to(httpserver, "POST", "/v1/customers") == []
+    # The found customer may hold the email of back then: it gets today's.
+    (refresh,) = requests_to(httpserver, "POST", "/v1/customers/cus_S")
+    assert refresh.form["email"] == "now@example.com"
 
 
 def test_ensure_stripe_customer_search_unsupported_falls_back_to_listing(recording_app, httpserver):
@@ -148,6 +154,9 @@ def test_ensure_stripe_customer_search_unsupported_falls_back_to_listing(recordi
             "has_more": False,
             "data": [customer_json("cus_other", "user_else"), customer_json("cus_L", "user_list")],
         }
+    )
+    httpserver.expect_request("/v1/customers/cus_L", method="POST").respond_with_json(
+        customer_json("cus_L", "user_list")
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "user_list", created_at=OLD)
@@ -187,6 +196,9 @@ def test_ensure_stripe_customer_key_reused_with_other_params_finds_first_custome
             "data": [customer_json("cus_F", "user_idem")],
             "has_more": False,
         }
+    )
+    httpserver.expect_request("/v1/customers/cus_F", method="POST").respond_with_json(
+        customer_json("cus_F", "user_idem")
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "user_idem")
