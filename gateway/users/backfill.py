@@ -40,8 +40,7 @@ class BackfillCounts:
     created: int = 0
     linked: int = 0  # an existing local user (no Clerk id yet) matched by verified email
     updated: int = 0
-    unchanged: int = 0
-    stale: int = 0  # ours is newer (a webhook got there first)
+    unchanged: int = 0  # ours is as new or newer (an earlier run, or a webhook got there first)
     deleted: int = 0  # deleted here: never brought back
     no_email: int = 0
     invalid: int = 0
@@ -100,7 +99,7 @@ def backfill_users(
             result = upsert_clerk_user(session, clerk)
             session.commit()
             if result.skipped == "stale":
-                counts.stale += 1
+                counts.unchanged += 1
             elif result.skipped == "deleted":
                 counts.deleted += 1
             elif result.created:
@@ -125,32 +124,37 @@ def _get_page(
     where = f"users page at offset {params['offset']}"
     last = "no answer"
     for attempt in range(MAX_ATTEMPTS_PER_PAGE):
+        wait: float | None = None
         try:
             response = http.get(url, params=params, headers=headers, timeout=HTTP_TIMEOUT)
         except requests.RequestException as exc:
             last = type(exc).__name__
-            sleep(_backoff(attempt))
-            continue
-        if response.status_code == 429 or response.status_code >= 500:
-            last = f"HTTP {response.status_code}"
-            if response.status_code == 429 and counts is not None:
-                counts.rate_limited += 1
-            wait = _retry_after(response.headers.get("Retry-After"))
+        else:
+            if response.status_code == 429 or response.status_code >= 500:
+                last = f"HTTP {response.status_code}"
+                if response.status_code == 429 and counts is not None:
+                    counts.rate_limited += 1
+                wait = _retry_after(response.headers.get("Retry-After"))
+            elif response.status_code != 200:
+                # 401/403: a wrong CLERK_SECRET_KEY; other 4xx: a wrong CLERK_API_URL.
+                raise BackfillFailed(f"Clerk answered HTTP {response.status_code} for the {where}.")
+            else:
+                return _users_of(response, where)
+        if attempt + 1 < MAX_ATTEMPTS_PER_PAGE:
             sleep(min(MAX_WAIT_SECONDS, wait if wait is not None else _backoff(attempt)))
-            continue
-        if response.status_code != 200:
-            # 401/403: a wrong CLERK_SECRET_KEY; 4xx: a wrong CLERK_API_URL. Retrying cannot help.
-            raise BackfillFailed(f"Clerk answered HTTP {response.status_code} for the {where}.")
-        try:
-            body = response.json()
-        except ValueError:
-            raise BackfillFailed(f"Clerk answered non-JSON for the {where}.") from None
-        # GET /v1/users answers a bare array; accept the paginated {"data": [...]} shape too.
-        users = body.get("data") if isinstance(body, dict) else body
-        if not isinstance(users, list):
-            raise BackfillFailed(f"Clerk answered an unexpected shape for the {where}.")
-        return users  # entries that are not user objects are counted as invalid, not dropped
     raise BackfillFailed(f"Gave up on the {where} after {MAX_ATTEMPTS_PER_PAGE} tries ({last}).")
+
+
+def _users_of(response: requests.Response, where: str) -> list[Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise BackfillFailed(f"Clerk answered non-JSON for the {where}.") from None
+    # GET /v1/users answers a bare array; accept the paginated {"data": [...]} shape too.
+    users = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(users, list):
+        raise BackfillFailed(f"Clerk answered an unexpected shape for the {where}.")
+    return users  # entries that are not user objects are counted as invalid, not dropped
 
 
 def _retry_after(value: str | None) -> float | None:
