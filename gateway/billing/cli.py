@@ -30,11 +30,11 @@ def link_command(clerk_user_id: str, customer_id: str, replace: bool) -> None:
     """Link an existing Stripe customer to a user (refused if it belongs to another)."""
     client = _client()
     try:
-        user = find_by_clerk_id(db.session, clerk_user_id)
+        user = find_by_clerk_id(db.session(), clerk_user_id)
         if user is None:
             raise UserNotFound()
         outcome = link_user_to_stripe_customer(
-            db.session, client, user, customer_id, replace=replace
+            db.session(), client, user, customer_id, replace=replace
         )
     except Problem as exc:
         _fail(exc)
@@ -47,7 +47,7 @@ def reconcile_command(fix: bool) -> None:
     """Users without a customer, customers without a user, mismatched emails."""
     client = _client()
     try:
-        report = reconcile(db.session, client)
+        report = reconcile(db.session(), client)
     except Problem as exc:
         _fail(exc)
     click.echo(f"{'drift':<24}{'count':>6}  repair")

@@ -169,7 +169,7 @@ def mark_customer_deleted(session: Session, client: stripe.StripeClient, user_id
         with _translated():
             client.v1.customers.update(
                 user.stripe_customer_id,
-                params={"metadata": {"clerk_deleted_at": isoformat(user.deleted_at)}},
+                params={"metadata": {"clerk_deleted_at": isoformat(user.deleted_at) or ""}},
             )
         return Outcome("marked", user.stripe_customer_id)
 
@@ -306,17 +306,17 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
                     Drift("user_without_customer", row.clerk_user_id, None, row.id, detail)
                 )
             continue
-        customer = customers.get(row.stripe_customer_id)
-        if customer is None:
+        linked_customer = customers.get(row.stripe_customer_id)
+        if linked_customer is None:
             report.drifts.append(
                 Drift("missing_customer", row.clerk_user_id, row.stripe_customer_id, row.id)
             )
             continue
-        if active and (customer.get("email") or "").lower() != (row.email or "").lower():
+        if active and (linked_customer.get("email") or "").lower() != (row.email or "").lower():
             report.drifts.append(
                 Drift("email_mismatch", row.clerk_user_id, row.stripe_customer_id, row.id)
             )
-        metadata = customer.get("metadata") or {}
+        metadata = linked_customer.get("metadata") or {}
         if not active and row.deleted_at is not None and not metadata.get("clerk_deleted_at"):
             report.drifts.append(
                 Drift("deleted_not_marked", row.clerk_user_id, row.stripe_customer_id, row.id)

@@ -26,7 +26,7 @@ def backfill_command(page_size: int) -> None:
         config.clerk_api_url, config.clerk_secret_key, page_size=page_size, counts=counts
     )
     try:
-        backfill_users(db.session, pages, counts)
+        backfill_users(db.session(), pages, counts)
     except Problem as exc:
         db.session.rollback()
         _print_counts(counts)
