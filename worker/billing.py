@@ -10,7 +10,7 @@ from typing import Any
 import stripe as stripe_lib
 from celery import Task, shared_task
 from flask import current_app
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway.billing import stripe as billing
 from gateway.errors import Problem
@@ -58,7 +58,7 @@ def _run(task: Task, job: str, service: Service, user_id: int) -> dict[str, Any]
         return {"status": "stripe_disabled"}
     try:
         outcome = service(db.session, client, int(user_id))
-    except (billing.StripeUnavailable, OperationalError) as exc:
+    except (billing.StripeUnavailable, OperationalError, InterfaceError) as exc:
         code = exc.code if isinstance(exc, Problem) else "database_unavailable"
         attempt = task.request.retries
         if attempt >= (task.max_retries or 0):
