@@ -217,3 +217,29 @@ def test_ensure_stripe_customer_customer_linked_elsewhere_refused(recording_app,
         with pytest.raises(billing.StripeCustomerAlreadyLinked):
             billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
         assert db.session.get(User, user_id).stripe_customer_id is None
+
+
+def test_ensure_stripe_customer_link_won_elsewhere_during_create_not_overwritten(
+    recording_app, httpserver, database_url
+):
+    # Another writer (a job on a server without the lock, an operator's link) stores a customer
+    # while our create is in flight: the guarded UPDATE leaves theirs in place.
+    import psycopg
+
+    def create_while_other_links(request: Request) -> Response:
+        with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(
+                "UPDATE users SET stripe_customer_id = 'cus_FIRST' WHERE clerk_user_id = 'u_race'"
+            )
+        return Response(json.dumps(customer_json("cus_SECOND", "u_race")), 200)
+
+    httpserver.expect_request("/v1/customers", method="POST").respond_with_handler(
+        create_while_other_links
+    )
+    with recording_app.app_context():
+        user_id = add_user(db.session, "u_race")
+        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        stored = db.session.get(User, user_id).stripe_customer_id
+
+    assert outcome == billing.Outcome("already_linked", "cus_FIRST")
+    assert stored == "cus_FIRST"
