@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from werkzeug import Request, Response
 
@@ -224,8 +225,6 @@ def test_ensure_stripe_customer_link_won_elsewhere_during_create_not_overwritten
 ):
     # Another writer (a job on a server without the lock, an operator's link) stores a customer
     # while our create is in flight: the guarded UPDATE leaves theirs in place.
-    import psycopg
-
     def create_while_other_links(request: Request) -> Response:
         with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute(
