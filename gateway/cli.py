@@ -17,5 +17,8 @@ stripe = AppGroup("stripe", help="Stripe customers.")
 
 def register(app: Flask) -> None:
     # Feature modules attach their commands to the groups above when imported.
+    import gateway.billing.cli
+    import gateway.users.backfill_cli  # noqa: F401
+
     for group in (dev, webhooks, users, stripe):
         app.cli.add_command(group)

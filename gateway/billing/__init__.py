@@ -1,0 +1,1 @@
+"""Billing: the link between local users and Stripe customers."""

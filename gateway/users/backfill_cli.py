@@ -1,0 +1,44 @@
+"""`flask users backfill`: attach the command to the `users` group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import current_app
+
+from gateway.cli import users as users_group
+from gateway.errors import Problem
+from gateway.extensions import db
+from gateway.users.backfill import PAGE_SIZE, BackfillCounts, backfill_users, fetch_user_pages
+
+
+@users_group.command("backfill")
+@click.option("--page-size", default=PAGE_SIZE, show_default=True, type=click.IntRange(1, 500))
+def backfill_command(page_size: int) -> None:
+    """Page through the Clerk Backend API's users and upsert each (idempotent)."""
+    config = current_app.config["GATEWAY"]
+    if not config.clerk_secret_key:
+        click.echo("error: CLERK_SECRET_KEY is not set; the Backend API needs it.", err=True)
+        sys.exit(1)
+    counts = BackfillCounts()
+    pages = fetch_user_pages(
+        config.clerk_api_url, config.clerk_secret_key, page_size=page_size, counts=counts
+    )
+    try:
+        backfill_users(db.session(), pages, counts)
+    except Problem as exc:
+        db.session.rollback()
+        _print_counts(counts)
+        click.echo(
+            f"error: {exc.code}: {exc.detail} Re-run to continue; it is idempotent.", err=True
+        )
+        sys.exit(1)
+    _print_counts(counts)
+    if counts.no_email or counts.invalid:
+        click.echo("users without a primary email (or not user objects) were skipped.")
+
+
+def _print_counts(counts: BackfillCounts) -> None:
+    for name, value in counts.as_dict().items():
+        click.echo(f"{name:<13}{value:>8}")
