@@ -1,4 +1,4 @@
-"""A small client of Clerk's Backend API: bounded timeouts, 429 Retry-After honoured a bounded time."""
+"""A small client of Clerk's Backend API: short timeouts, 429 Retry-After honoured (bounded)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Development mode: the app is its own Clerk-like issuer (key under instance/, JWKS under /dev/)."""
+"""Development mode: the app is its own Clerk-like issuer (key in instance/, JWKS at /dev/)."""
 
 from __future__ import annotations
 

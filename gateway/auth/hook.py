@@ -44,13 +44,17 @@ def authenticate() -> None:
     if token is None:
         raise TokenMissing()
     # A browser sends the cookie on cross-site requests too; only a listed Origin may change state.
-    if from_cookie and request.method not in SAFE_METHODS:
-        if request.headers.get("Origin") not in config.clerk_authorized_parties:
-            raise CsrfOrigin()
+    state_changing = request.method not in SAFE_METHODS
+    if from_cookie and state_changing and not _origin_allowed(config):
+        raise CsrfOrigin()
     claims = get_verifier(current_app).verify(token)
     g.clerk_token = token
     g.clerk_claims = claims.data
     g.clerk_user_id = claims.sub
+
+
+def _origin_allowed(config: Config) -> bool:
+    return request.headers.get("Origin") in config.clerk_authorized_parties
 
 
 def token_from_request() -> tuple[str | None, bool]:

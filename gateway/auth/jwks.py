@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import RSAAlgorithm
 
-from gateway.config import ConfigError
 from gateway.auth.tokens import JwkKidMismatch, JwkRemoteFailedToLoad, TokenInvalid
+from gateway.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class JwksCache:
             raise TokenInvalid("The session token has no kid header.")
         now = self._clock()
         with self._lock:
-            keys, fetched_at = self._keys, self._fetched_at
+            fetched_at = self._fetched_at
         if fetched_at is None:
             self._refresh(wait=True)
         elif now - fetched_at >= self.cache_seconds:

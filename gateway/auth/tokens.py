@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit
 
 import jwt
-from urllib.parse import urlsplit
 
 from gateway.config import Config, frontend_api_host
 from gateway.errors import Problem
@@ -42,7 +42,10 @@ class TokenProblem(Problem):
 
 class TokenMissing(TokenProblem):
     code, title = "token_missing", "Session token missing"
-    default_detail = "Send the Clerk session token as 'Authorization: Bearer <token>' or in the __session cookie."
+    default_detail = (
+        "Send the Clerk session token as 'Authorization: Bearer <token>' "
+        "or in the __session cookie."
+    )
     challenge = "Bearer"
 
 
@@ -246,9 +249,9 @@ def _check_claims(payload: dict[str, Any], settings: VerifierSettings, now: floa
     if not isinstance(iss, str) or (settings.issuer is not None and iss != settings.issuer):
         raise TokenInvalidIssuer()
     # Clerk omits azp on some cookie-borne tokens, so only a present azp is checked.
-    if "azp" in payload and settings.authorized_parties:
-        if payload["azp"] not in settings.authorized_parties:
-            raise TokenInvalidAuthorizedParties()
+    azp_listed = payload.get("azp") in settings.authorized_parties
+    if "azp" in payload and settings.authorized_parties and not azp_listed:
+        raise TokenInvalidAuthorizedParties()
     if payload.get("sts") == "pending":
         raise SessionPending()
 
