@@ -146,7 +146,7 @@ class ClerkBackend:
     queued_errors: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.server.expect_request(re.compile(r"^/v1/users/[^/]+$")).respond_with_handler(
+        self.server.expect_request(re.compile(r"^/v1/users/.+$")).respond_with_handler(
             self._user
         )
 
@@ -192,7 +192,7 @@ class ClerkBackend:
         if self.queued_errors:
             status, headers = self.queued_errors.pop(0)
             return Response('{"errors": []}', status=status, headers=headers)
-        user = self.users.get(request.path.rsplit("/", 1)[1])
+        user = self.users.get(request.path.removeprefix("/v1/users/"))
         if user is None:
             return Response('{"errors": [{"code": "resource_not_found"}]}', status=404)
         return Response(json.dumps(user), content_type="application/json")
