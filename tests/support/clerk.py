@@ -146,9 +146,7 @@ class ClerkBackend:
     queued_errors: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.server.expect_request(re.compile(r"^/v1/users/.+$")).respond_with_handler(
-            self._user
-        )
+        self.server.expect_request(re.compile(r"^/v1/users/.+$")).respond_with_handler(self._user)
 
     @property
     def url(self) -> str:

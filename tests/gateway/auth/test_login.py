@@ -228,4 +228,6 @@ def test_login_backend_api_unreachable_is_503(make_app, clerk_env, clerk_keys):
 def test_login_user_id_stays_one_path_segment(clerk_app, clerk_keys, clerk_backend):
     response = _login(clerk_app, mint_token(clerk_keys.primary, user_id="../jwks"))
     assert response.status_code == 404
-    assert [r.environ["REQUEST_URI"] for r in clerk_backend.user_requests] == ["/v1/users/..%2Fjwks"]
+    assert [r.environ["REQUEST_URI"] for r in clerk_backend.user_requests] == [
+        "/v1/users/..%2Fjwks"
+    ]
