@@ -21,7 +21,7 @@ _api_lock = threading.Lock()
 @bp.post("/login")
 def login() -> Any:
     claims = _session_claims()
-    result = service.login_user(db.session, claims, clerk_api(current_app))
+    result = service.login_user(db.session(), claims, clerk_api(current_app))
     if result.announce:
         # After commit (login_user committed): the worker must see the row. A broker outage only
         # delays Stripe linking; the login still succeeds.
@@ -32,7 +32,7 @@ def login() -> Any:
 @bp.post("/refresh")
 def refresh() -> Any:
     claims = _session_claims()
-    user = service.refresh_user(db.session, claims)
+    user = service.refresh_user(db.session(), claims)
     return jsonify(user=user.to_public_dict(), session=service.session_payload(claims))
 
 
