@@ -32,6 +32,7 @@ test: install services
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy gateway worker
 
 format: install
 	$(BIN)/ruff format .
