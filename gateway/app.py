@@ -100,8 +100,12 @@ def redact_path(path: str) -> str:
 
 def register_blueprints(app: Flask) -> None:
     from gateway import health
+    from gateway.guards import routes as guards_routes
+    from gateway.guards import runtime as guards_runtime
 
     app.register_blueprint(health.bp)
+    guards_runtime.init_app(app)
+    app.register_blueprint(guards_routes.bp)
 
 
 def register_commands(app: Flask) -> None:
