@@ -90,6 +90,11 @@ def register_request_hooks(app: Flask) -> None:
         )
         return response
 
+    # After the request id, so auth failures are logged with it.
+    from gateway.auth import hook
+
+    hook.register(app)
+
 
 def redact_path(path: str) -> str:
     """The by-email admin route carries an email in its path; logs never show it."""
@@ -100,12 +105,18 @@ def redact_path(path: str) -> str:
 
 def register_blueprints(app: Flask) -> None:
     from gateway import health
+    from gateway.auth import routes as auth_routes
     from gateway.guards import routes as guards_routes
     from gateway.guards import runtime as guards_runtime
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(auth_routes.bp)
     guards_runtime.init_app(app)
     app.register_blueprint(guards_routes.bp)
+    if app.config["GATEWAY"].dev_mode:
+        from gateway.auth import dev
+
+        app.register_blueprint(dev.bp)
 
 
 def register_commands(app: Flask) -> None:

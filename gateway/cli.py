@@ -16,6 +16,8 @@ stripe = AppGroup("stripe", help="Stripe customers.")
 
 
 def register(app: Flask) -> None:
+    from gateway.auth import dev as _auth_dev  # noqa: F401 - attaches `dev token`
+
     # Feature modules attach their commands to the groups above when imported.
     for group in (dev, webhooks, users, stripe):
         app.cli.add_command(group)

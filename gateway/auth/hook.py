@@ -1,0 +1,112 @@
+"""The before_request hook: every non-public view needs a verified Clerk session."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import Flask, current_app, g, request
+
+from gateway.auth.jwks import JwksCache, NoKeySource, StaticKey, fetch_jwks_over_http
+from gateway.auth.public import is_public
+from gateway.auth.tokens import (
+    CsrfOrigin,
+    KeySource,
+    SessionVerifier,
+    TokenMissing,
+    VerifierSettings,
+)
+from gateway.config import Config, frontend_api_host
+
+SESSION_COOKIE = "__session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_build_lock = threading.Lock()
+
+
+def register(app: Flask) -> None:
+    app.before_request(authenticate)
+
+
+def authenticate() -> None:
+    g.clerk_token = g.clerk_claims = g.clerk_user_id = None
+    # Unknown routes fall through to the 404 handler; public views carry their own checks.
+    if request.endpoint is None or request.routing_exception is not None:
+        return
+    if is_public(current_app.view_functions.get(request.endpoint)):
+        return
+    # CORS preflights carry no credentials and run no view code.
+    if request.method == "OPTIONS":
+        return
+    config: Config = current_app.config["GATEWAY"]
+    if not config.clerk_enabled:
+        return
+    token, from_cookie = token_from_request()
+    if token is None:
+        raise TokenMissing()
+    # A browser sends the cookie on cross-site requests too; only a listed Origin may change state.
+    state_changing = request.method not in SAFE_METHODS
+    if from_cookie and state_changing and not _origin_allowed(config):
+        raise CsrfOrigin()
+    claims = get_verifier(current_app).verify(token)
+    g.clerk_token = token
+    g.clerk_claims = claims.data
+    g.clerk_user_id = claims.sub
+
+
+def _origin_allowed(config: Config) -> bool:
+    return request.headers.get("Origin") in config.clerk_authorized_parties
+
+
+def token_from_request() -> tuple[str | None, bool]:
+    """(token, taken_from_cookie). The Authorization header wins over the cookie."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip(), False
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return cookie, True
+    return None, False
+
+
+def get_verifier(app: Flask) -> SessionVerifier:
+    """Built on first use in each process (after gunicorn forks), then shared by its threads."""
+    verifier = app.extensions.get("clerk_verifier")
+    if verifier is None:
+        with _build_lock:
+            verifier = app.extensions.get("clerk_verifier")
+            if verifier is None:
+                verifier = build_verifier(app.config["GATEWAY"])
+                app.extensions["clerk_verifier"] = verifier
+    return verifier
+
+
+def build_verifier(config: Config) -> SessionVerifier:
+    if config.dev_mode:
+        from gateway.auth.dev import dev_issuer, load_or_create_dev_key
+
+        key = load_or_create_dev_key(config.instance_path).public_key()
+        settings = VerifierSettings.from_config(config, dev_issuer=dev_issuer(config))
+        return SessionVerifier(settings, StaticKey(key))
+    return SessionVerifier(VerifierSettings.from_config(config), build_key_source(config))
+
+
+def build_key_source(config: Config) -> KeySource:
+    """CLERK_JWT_KEY, else a JWKS URL (explicit or derived), else the Backend API's /jwks."""
+    if config.clerk_jwt_key:
+        return StaticKey.from_pem(config.clerk_jwt_key)
+    headers: dict[str, Any] = {}
+    if config.clerk_jwks_url:
+        url = config.clerk_jwks_url
+    elif config.clerk_publishable_key:
+        url = f"https://{frontend_api_host(config.clerk_publishable_key)}/.well-known/jwks.json"
+    elif config.clerk_secret_key:
+        url = f"{config.clerk_api_url}/jwks"
+        headers["Authorization"] = f"Bearer {config.clerk_secret_key}"
+    else:
+        return NoKeySource()
+    return JwksCache(
+        fetch_jwks_over_http(url, headers),
+        cache_seconds=config.clerk_jwks_cache_seconds,
+        cooldown_seconds=config.clerk_jwks_refresh_cooldown_seconds,
+    )

@@ -1,0 +1,61 @@
+"""/api/v1/auth: login, refresh, and `me` (the session alone, no database)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, g, jsonify
+
+from gateway.auth import service
+from gateway.auth.tokens import Claims
+from gateway.clerk_api import ClerkApi
+from gateway.config import Config
+from gateway.extensions import db
+from gateway.jobs import ENSURE_STRIPE_CUSTOMER, enqueue
+
+bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
+_api_lock = threading.Lock()
+
+
+@bp.post("/login")
+def login() -> Any:
+    claims = _session_claims()
+    result = service.login_user(db.session, claims, clerk_api(current_app))
+    if result.announce:
+        # After commit (login_user committed): the worker must see the row. A broker outage only
+        # delays Stripe linking; the login still succeeds.
+        enqueue(current_app, ENSURE_STRIPE_CUSTOMER, result.user.id)
+    return jsonify(user=result.user.to_public_dict(), session=service.session_payload(claims))
+
+
+@bp.post("/refresh")
+def refresh() -> Any:
+    claims = _session_claims()
+    user = service.refresh_user(db.session, claims)
+    return jsonify(user=user.to_public_dict(), session=service.session_payload(claims))
+
+
+@bp.get("/me")
+def me() -> Any:
+    """Who the session says you are; touches no database (also the auth benchmark's route)."""
+    claims = _session_claims()
+    return jsonify(user_id=claims.sub, session=service.session_payload(claims))
+
+
+def _session_claims() -> Claims:
+    config: Config = current_app.config["GATEWAY"]
+    if not config.clerk_enabled or g.get("clerk_claims") is None:
+        raise service.ClerkDisabled()
+    return Claims(g.clerk_claims)
+
+
+def clerk_api(app: Flask) -> ClerkApi | None:
+    """One Backend API client per process; none in dev mode or without CLERK_SECRET_KEY."""
+    config: Config = app.config["GATEWAY"]
+    if config.dev_mode:
+        return None
+    if "clerk_api" not in app.extensions:
+        with _api_lock:
+            app.extensions.setdefault("clerk_api", ClerkApi.from_config(config))
+    return app.extensions["clerk_api"]

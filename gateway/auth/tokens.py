@@ -1,0 +1,362 @@
+"""Verify a Clerk session JWT -> Claims, failing with Clerk's own reason codes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit
+
+import jwt
+
+from gateway.config import Config, frontend_api_host
+from gateway.errors import Problem
+
+# Clerk session tokens are about 1 KB; past 8 KB a token is abuse, and PyJWT's cost grows with size.
+MAX_TOKEN_LENGTH = 8192
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# Any sane NumericDate (exp, iat, nbf) is well below the year 9999; 1e300 is not a date.
+_MAX_NUMERIC_DATE = 253402300799
+_RS256 = jwt.PyJWS(algorithms=["RS256"])
+
+
+class TokenProblem(Problem):
+    """A 401 with the RFC 6750 challenge; `error="invalid_token"` because a token was given."""
+
+    status: ClassVar[int] = 401
+    challenge: ClassVar[str] = 'Bearer error="invalid_token"'
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": self.challenge})
+
+
+class TokenMissing(TokenProblem):
+    code, title = "token_missing", "Session token missing"
+    default_detail = (
+        "Send the Clerk session token as 'Authorization: Bearer <token>' "
+        "or in the __session cookie."
+    )
+    challenge = "Bearer"
+
+
+class TokenInvalid(TokenProblem):
+    code, title = "token_invalid", "Session token invalid"
+    default_detail = "The session token is not a valid Clerk session JWT; sign in again."
+
+
+class TokenInvalidAlgorithm(TokenProblem):
+    code, title = "token_invalid_algorithm", "Session token algorithm not accepted"
+    default_detail = "Only RS256 session tokens are accepted; use a token issued by Clerk."
+
+
+class TokenInvalidSignature(TokenProblem):
+    code, title = "token_invalid_signature", "Session token signature invalid"
+    default_detail = "The session token's signature does not verify; sign in again."
+
+
+class TokenExpired(TokenProblem):
+    code, title = "token_expired", "Session token expired"
+    default_detail = "The session token has expired; get a fresh one from Clerk (getToken())."
+
+
+class TokenNotActiveYet(TokenProblem):
+    code, title = "token_not_active_yet", "Session token not active yet"
+    default_detail = "The session token is not valid yet (nbf); check the client and server clocks."
+
+
+class TokenIatInTheFuture(TokenProblem):
+    code, title = "token_iat_in_the_future", "Session token issued in the future"
+    default_detail = "The session token was issued in the future (iat); check the server clock."
+
+
+class TokenInvalidIssuer(TokenProblem):
+    code, title = "token_invalid_issuer", "Session token issuer not accepted"
+    default_detail = "The session token was issued by another Clerk instance; sign in here."
+
+
+class TokenInvalidAuthorizedParties(TokenProblem):
+    code, title = "token_invalid_authorized_parties", "Session token origin not authorized"
+    default_detail = "The session token was issued to an origin this gateway does not accept (azp)."
+
+
+class SessionPending(TokenProblem):
+    code, title = "session_pending", "Session pending"
+    default_detail = "The session is pending (sts); finish signing in, then retry."
+
+
+class JwkKidMismatch(TokenProblem):
+    code, title = "jwk_kid_mismatch", "Session token key unknown"
+    default_detail = (
+        "The session token was signed with a key this instance does not publish; sign in again."
+    )
+
+
+class JwkRemoteFailedToLoad(Problem):
+    status, code, title = 503, "jwk_remote_failed_to_load", "Signing keys unavailable"
+    default_detail = (
+        "Clerk's signing keys could not be loaded; retry shortly (your token is not at fault)."
+    )
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": "5"})
+
+
+class CsrfOrigin(Problem):
+    status, code, title = 403, "csrf_origin", "Cross-site request refused"
+    default_detail = (
+        "A cookie session on a state-changing request needs an Origin listed in "
+        "CLERK_AUTHORIZED_PARTIES; API clients should send 'Authorization: Bearer <token>'."
+    )
+
+
+class KeySource(Protocol):
+    """Where verification keys come from: a PEM key, a JWKS cache, the dev-mode key."""
+
+    def get_key(self, kid: str | None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class VerifierSettings:
+    # None only when no issuer can be known (PEM key or Backend API JWKS alone): the key itself
+    # then pins the Clerk instance, and `iss` must still be present.
+    issuer: str | None
+    authorized_parties: tuple[str, ...] = ()
+    leeway_seconds: int = 5
+
+    @classmethod
+    def from_config(cls, config: Config, dev_issuer: str | None = None) -> VerifierSettings:
+        return cls(
+            issuer=expected_issuer(config, dev_issuer),
+            authorized_parties=config.clerk_authorized_parties,
+            leeway_seconds=config.clerk_clock_skew_seconds,
+        )
+
+
+def expected_issuer(config: Config, dev_issuer: str | None = None) -> str | None:
+    if config.clerk_issuer:
+        return config.clerk_issuer.rstrip("/")
+    if config.clerk_publishable_key:
+        return f"https://{frontend_api_host(config.clerk_publishable_key)}"
+    if config.clerk_jwks_url:
+        # Clerk's Frontend API publishes at <issuer>/.well-known/jwks.json.
+        parts = urlsplit(config.clerk_jwks_url)
+        if parts.path.rstrip("/") == "/.well-known/jwks.json":
+            return f"{parts.scheme}://{parts.netloc}"
+    return dev_issuer
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The verified payload; `data` is the whole claim set as Clerk sent it."""
+
+    data: dict[str, Any]
+
+    @property
+    def sub(self) -> str:
+        return str(self.data["sub"])
+
+    @property
+    def session_id(self) -> str | None:
+        sid = self.data.get("sid")
+        return sid if isinstance(sid, str) else None
+
+    @property
+    def exp(self) -> float:
+        return float(self.data["exp"])
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.exp, UTC)
+
+
+def verify_session_token(
+    token: Any,
+    settings: VerifierSettings,
+    key_source: KeySource,
+    now: Callable[[], float] = time.time,
+) -> Claims:
+    """Verify shape, signature (RS256 only), then claims. Raises a Problem, never anything else."""
+    try:
+        return _verify(token, settings, key_source, now)
+    except Problem:
+        raise
+    except Exception:  # noqa: BLE001 - any parser or crypto surprise is a bad token, never a 500
+        raise TokenInvalid() from None
+
+
+def _verify(
+    token: Any, settings: VerifierSettings, key_source: KeySource, now: Callable[[], float]
+) -> Claims:
+    if not isinstance(token, str) or not token:
+        raise TokenMissing()
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise TokenInvalid(f"The session token is longer than {MAX_TOKEN_LENGTH} characters.")
+    segments = token.split(".")
+    if len(segments) != 3 or not all(_SEGMENT_RE.match(s) for s in segments[:2]):
+        raise TokenInvalid("The session token is not a JWT (three base64url segments).")
+    if not segments[2]:
+        raise TokenInvalidSignature("The session token carries no signature.")
+    if not _SEGMENT_RE.match(segments[2]):
+        raise TokenInvalid("The session token is not a JWT (three base64url segments).")
+
+    header = _json_segment(segments[0], "header")
+    payload = _json_segment(segments[1], "payload")
+    if header.get("alg") != "RS256":
+        raise TokenInvalidAlgorithm()
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise TokenInvalid("The session token's kid header is not a string.")
+    # jku, x5u, jwk and x5c are ignored: keys come only from our configured source.
+    key = key_source.get_key(kid)
+    try:
+        _RS256.decode_complete(token, key, algorithms=["RS256"])
+    except jwt.InvalidAlgorithmError:
+        raise TokenInvalidAlgorithm() from None
+    except jwt.InvalidSignatureError:
+        raise TokenInvalidSignature() from None
+    except jwt.PyJWTError:
+        raise TokenInvalid() from None
+
+    _check_claims(payload, settings, now())
+    return Claims(payload)
+
+
+def _check_claims(payload: dict[str, Any], settings: VerifierSettings, now: float) -> None:
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise TokenInvalid("The session token has no subject (sub).")
+    exp = _numeric_date(payload, "exp", required=True)
+    iat = _numeric_date(payload, "iat", required=True)
+    nbf = _numeric_date(payload, "nbf", required=False)
+    leeway = settings.leeway_seconds
+    if exp is not None and exp <= now - leeway:
+        raise TokenExpired()
+    if nbf is not None and nbf > now + leeway:
+        raise TokenNotActiveYet()
+    if iat is not None and iat > now + leeway:
+        raise TokenIatInTheFuture()
+    iss = payload.get("iss")
+    if not isinstance(iss, str) or (settings.issuer is not None and iss != settings.issuer):
+        raise TokenInvalidIssuer()
+    # Clerk omits azp on some cookie-borne tokens, so only a present azp is checked.
+    azp_listed = payload.get("azp") in settings.authorized_parties
+    if "azp" in payload and settings.authorized_parties and not azp_listed:
+        raise TokenInvalidAuthorizedParties()
+    if payload.get("sts") == "pending":
+        raise SessionPending()
+
+
+def _numeric_date(payload: dict[str, Any], name: str, *, required: bool) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        if required:
+            raise TokenInvalid(f"The session token has no {name} claim.")
+        return None
+    # bool is an int in Python; "123" is what PyJWT lets through.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenInvalid(f"The session token's {name} claim is not a number.")
+    if not math.isfinite(value) or not 0 <= value <= _MAX_NUMERIC_DATE:
+        raise TokenInvalid(f"The session token's {name} claim is not a plausible date.")
+    return float(value)
+
+
+def _json_segment(segment: str, what: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        value = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+        )
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
+        raise TokenInvalid(f"The session token's {what} is not base64url JSON.") from None
+    if not isinstance(value, dict):
+        raise TokenInvalid(f"The session token's {what} is not a JSON object.")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of duplicate keys; another parser may keep the first. Refuse both.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError("duplicate key")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class VerifiedTokenCache:
+    """Verified claims by SHA-256 of the whole token: a client reuses its token for many calls.
+
+    Bounded (least recently used goes first); an entry is never served at or past the token's exp.
+    """
+
+    def __init__(self, max_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[bytes, Claims] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, token: str) -> Claims | None:
+        key = self._key(token)
+        with self._lock:
+            claims = self._entries.get(key)
+            if claims is None:
+                return None
+            if self._clock() >= claims.exp:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return claims
+
+    def put(self, token: str, claims: Claims) -> None:
+        if self._clock() >= claims.exp:
+            return
+        key = self._key(token)
+        with self._lock:
+            self._entries[key] = claims
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class SessionVerifier:
+    """verify_session_token behind the verified-token cache; one per process, shared by threads."""
+
+    def __init__(
+        self,
+        settings: VerifierSettings,
+        key_source: KeySource,
+        cache: VerifiedTokenCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self.key_source = key_source
+        self.cache = cache if cache is not None else VerifiedTokenCache()
+
+    def verify(self, token: str) -> Claims:
+        if isinstance(token, str) and len(token) <= MAX_TOKEN_LENGTH:
+            cached = self.cache.get(token)
+            if cached is not None:
+                return cached
+        claims = verify_session_token(token, self.settings, self.key_source)
+        self.cache.put(token, claims)
+        return claims
