@@ -48,6 +48,13 @@ class GuardsExtension:
                 self._pid = pid
             return self._runtime
 
+    def flush_audit(self, timeout: float = 5.0) -> bool:
+        """Write the queued guard_requests rows of this process, if it made any guard call."""
+        runtime = self._runtime
+        if runtime is None or self._pid != os.getpid():
+            return True
+        return runtime.audit.flush(timeout)
+
     def _build(self) -> GuardRuntime:
         config = self._config
         client = GuardClient(

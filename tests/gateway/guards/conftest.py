@@ -90,6 +90,21 @@ def guard_env(upstream: Upstream, closed_port: int, public_pem: str) -> dict[str
 
 
 @pytest.fixture
+def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
+    """The root make_app, plus: queued audit rows are written before the tables are truncated."""
+    apps: list[Flask] = []
+
+    def make(*args: Any, **kwargs: Any) -> Flask:
+        app = make_app(*args, **kwargs)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        assert app.extensions["guards"].flush_audit(timeout=10)
+
+
+@pytest.fixture
 def guard_app(make_app: Callable[..., Flask], guard_env: dict[str, str]) -> Flask:
     return make_app(**guard_env)
 
