@@ -23,6 +23,9 @@ from gateway.config import Config
 from gateway.extensions import db
 from tests.support.processes import ROOT, Proc, start_celery_worker
 
+# Shared Clerk doubles: clerk_keys, jwks_server, clerk_backend, clerk_env, clerk_app, auth_headers.
+pytest_plugins = ["tests.support.clerk"]
+
 # Where the services live; the Makefile makes sure they answer. Several checkouts on one machine
 # get their own database and Redis db number, derived from the checkout's path.
 PG_SERVER = os.environ.get("TEST_PG_SERVER", "postgresql://root:root@127.0.0.1:5432")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -113,6 +114,7 @@ class JwksCache:
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
         self._last_kid_fetch: float | None = None
+        self._last_fetch_started: float | None = None
         self._failed_until = 0.0
         self._in_flight: threading.Event | None = None
         self.fetch_count = 0
@@ -143,8 +145,9 @@ class JwksCache:
         with self._lock:
             if self._in_flight is not None:
                 return True  # joining a fetch in flight costs Clerk nothing
-            last = self._last_kid_fetch
-            if last is not None and now - last < self.cooldown_seconds:
+            # Any fetch counts: keys loaded a moment ago already hold every kid Clerk publishes.
+            last = max(self._last_kid_fetch or -math.inf, self._last_fetch_started or -math.inf)
+            if now - last < self.cooldown_seconds:
                 return False
             self._last_kid_fetch = now
             return True
@@ -157,6 +160,7 @@ class JwksCache:
                 if self._clock() < self._failed_until:
                     return
                 event = self._in_flight = threading.Event()
+                self._last_fetch_started = self._clock()
         assert event is not None
         if not owner:
             if wait:

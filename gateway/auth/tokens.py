@@ -197,22 +197,24 @@ def verify_session_token(
 def _verify(
     token: Any, settings: VerifierSettings, key_source: KeySource, now: Callable[[], float]
 ) -> Claims:
-    if not isinstance(token, str) or not token:
+    if not isinstance(token, str):
+        raise TokenInvalid()
+    if not token:
         raise TokenMissing()
     if len(token) > MAX_TOKEN_LENGTH:
         raise TokenInvalid(f"The session token is longer than {MAX_TOKEN_LENGTH} characters.")
     segments = token.split(".")
     if len(segments) != 3 or not all(_SEGMENT_RE.match(s) for s in segments[:2]):
         raise TokenInvalid("The session token is not a JWT (three base64url segments).")
-    if not segments[2]:
-        raise TokenInvalidSignature("The session token carries no signature.")
-    if not _SEGMENT_RE.match(segments[2]):
+    if segments[2] and not _SEGMENT_RE.match(segments[2]):
         raise TokenInvalid("The session token is not a JWT (three base64url segments).")
 
     header = _json_segment(segments[0], "header")
     payload = _json_segment(segments[1], "payload")
     if header.get("alg") != "RS256":
         raise TokenInvalidAlgorithm()
+    if not segments[2]:
+        raise TokenInvalidSignature("The session token carries no signature.")
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise TokenInvalid("The session token's kid header is not a string.")

@@ -1,0 +1,86 @@
+"""Development mode: own key under instance/, JWKS under /dev/, `flask dev token`."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from gateway.auth.dev import KEY_FILE
+from tests.support.clerk import PUBLISHABLE_KEY
+
+
+@pytest.fixture
+def dev_app(make_app, tmp_path):
+    return make_app(GATEWAY_ENV="development", GATEWAY_INSTANCE_PATH=str(tmp_path), PORT="8123")
+
+
+def _mint(app, *args: str):
+    return app.test_cli_runner().invoke(args=["dev", "token", *args])
+
+
+def test_dev_token_logs_in_with_no_network(dev_app, httpserver):
+    result = _mint(dev_app, "--user", "user_123", "--email", "a@example.com")
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    client = dev_app.test_client()
+    response = client.post("/api/v1/auth/login", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    user = response.get_json()["user"]
+    assert user["clerk_user_id"] == "user_123" and user["email"] == "a@example.com"
+    assert (
+        jwt.decode(token, options={"verify_signature": False})["iss"] == "http://127.0.0.1:8123/dev"
+    )
+    assert len(httpserver.log) == 0
+
+
+def test_dev_jwks_serves_the_key_that_signs_tokens(dev_app):
+    token = _mint(dev_app, "--user", "user_1").output.strip()
+    jwks = dev_app.test_client().get("/dev/.well-known/jwks.json")
+    assert jwks.status_code == 200
+    [jwk] = jwks.get_json()["keys"]
+    assert jwt.get_unverified_header(token)["kid"] == jwk["kid"]
+    key = jwt.PyJWK(jwk).key
+    assert (
+        jwt.decode(token, key, algorithms=["RS256"], options={"verify_aud": False})["sub"]
+        == "user_1"
+    )
+
+
+def test_dev_key_created_once_and_reused(make_app, tmp_path):
+    first = make_app(GATEWAY_ENV="development", GATEWAY_INSTANCE_PATH=str(tmp_path))
+    kid = first.test_client().get("/dev/.well-known/jwks.json").get_json()["keys"][0]["kid"]
+    pem = (tmp_path / KEY_FILE).read_bytes()
+    assert oct((tmp_path / KEY_FILE).stat().st_mode & 0o777) == "0o600"
+    second = make_app(GATEWAY_ENV="development", GATEWAY_INSTANCE_PATH=str(tmp_path))
+    assert (
+        second.test_client().get("/dev/.well-known/jwks.json").get_json()["keys"][0]["kid"] == kid
+    )
+    assert (tmp_path / KEY_FILE).read_bytes() == pem
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # production
+        {"GATEWAY_ENV": "development", "CLERK_PUBLISHABLE_KEY": PUBLISHABLE_KEY},
+        {"GATEWAY_ENV": "development", "CLERK_JWKS_URL": "https://x.example/.well-known/jwks.json"},
+    ],
+    ids=["production", "publishable_key", "jwks_url"],
+)
+def test_dev_token_refused_outside_dev_mode(make_app, tmp_path, env):
+    app = make_app(GATEWAY_INSTANCE_PATH=str(tmp_path), **env)
+    result = _mint(app, "--user", "user_1")
+    assert result.exit_code != 0
+    assert "development mode is off" in result.output
+    assert app.test_client().get("/dev/.well-known/jwks.json").status_code == 404
+    assert not (tmp_path / KEY_FILE).exists()
+
+
+def test_dev_mode_rejects_token_signed_by_another_key(dev_app, clerk_keys):
+    from tests.support.clerk import mint_token
+
+    token = mint_token(clerk_keys.primary, iss="http://127.0.0.1:8123/dev")
+    response = dev_app.test_client().get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.get_json(force=True)["code"] == "token_invalid_signature"
