@@ -1,57 +1,33 @@
-"""Guard upstreams on loopback, and Clerk session tokens signed with a real RSA key."""
+"""Guard upstreams on loopback; Clerk session tokens come from tests/support/clerk.py."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 
 from gateway.guards.runtime import guard_runtime
 from tests.gateway.guards.upstream import Upstream
+from tests.support.clerk import ISSUER, ClerkKeys, mint_token
 from tests.support.processes import free_port
 
-ISSUER = "https://clerk.guards.test"
-
 
 @pytest.fixture(scope="session")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="session")
-def public_pem(rsa_key: rsa.RSAPrivateKey) -> str:
-    return (
-        rsa_key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+def public_pem(clerk_keys: ClerkKeys) -> str:
+    """CLERK_JWT_KEY for the test Clerk instance: verification with no network at all."""
+    return clerk_keys.primary.public_pem
 
 
 @pytest.fixture
-def mint(rsa_key: rsa.RSAPrivateKey) -> Callable[..., str]:
-    """A Clerk-shaped session token (RS256) for `sub`."""
+def mint(clerk_keys: ClerkKeys) -> Callable[..., str]:
+    """mint("user_1", email=...) -> a Clerk-shaped RS256 session token for that user."""
 
-    def mint_token(sub: str, **claims: Any) -> str:
-        now = int(time.time())
-        payload = {
-            "sub": sub,
-            "iss": ISSUER,
-            "sid": f"sess_{uuid.uuid4().hex[:12]}",
-            "iat": now,
-            "nbf": now - 5,
-            "exp": now + 600,
-            **claims,
-        }
-        return jwt.encode(payload, rsa_key, algorithm="RS256", headers={"kid": "ins_test"})
+    def mint_for(sub: str, **claims: Any) -> str:
+        return mint_token(clerk_keys.primary, user_id=sub, **claims)
 
-    return mint_token
+    return mint_for
 
 
 @pytest.fixture

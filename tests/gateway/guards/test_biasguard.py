@@ -12,8 +12,8 @@ from sqlalchemy import select
 from gateway.config import Config, ConfigError
 from gateway.extensions import db
 from gateway.models import BiasguardAuditLog, User
-from tests.gateway.guards.conftest import ISSUER
 from tests.gateway.guards.upstream import Upstream
+from tests.support.clerk import ISSUER, ClerkBackend
 
 
 @pytest.fixture
@@ -81,6 +81,29 @@ def test_login_biasguard_allows_returns_verdict_and_audits(
     assert row.details == {"status_code": 200, "response": {"allowed": True, "reason": "fine"}}
     assert row.latency_ms is not None and row.latency_ms > 0
     assert row.error is None
+
+
+def test_login_biasguard_with_jwks_and_backend_api_allows_known_clerk_user(
+    make_app: Callable[..., Flask],
+    clerk_env: dict[str, str],
+    clerk_backend: ClerkBackend,
+    upstream: Upstream,
+    auth_headers: Callable[..., dict[str, str]],
+) -> None:
+    clerk_backend.add_user("user_gil", "gil@example.com")
+    app = make_app(
+        **clerk_env, GUARD_SERVICES=f"biasguard={upstream.url('/allow')}", BIASGUARD_ON_LOGIN="true"
+    )
+
+    response = app.test_client().post("/api/v1/auth/login", headers=auth_headers("user_gil"))
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["biasguard"]["decision"] == "allowed"
+    (hit,) = upstream.hits
+    assert hit.json()["email"] == "gil@example.com"
+    assert hit.json()["user_id"] == response.get_json()["user"]["id"]
+    (row,) = audit_rows(app)
+    assert (row.decision, row.user_id) == ("allowed", response.get_json()["user"]["id"])
 
 
 def test_login_biasguard_denies_answers_403_and_audits(

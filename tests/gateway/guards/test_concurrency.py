@@ -14,8 +14,8 @@ import jwt
 import psycopg
 import pytest
 
-from tests.gateway.guards.conftest import ISSUER
 from tests.gateway.guards.upstream import Upstream
+from tests.support.clerk import ISSUER
 from tests.support.processes import Proc, free_port, start_gunicorn
 
 USERS = ("user_alice", "user_bob", "user_carol")
