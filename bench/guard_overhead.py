@@ -1,6 +1,7 @@
 """The gateway's added latency and throughput cost on a guard call, over calling the upstream.
 
-Starts a keep-alive echo upstream (threaded, on 127.0.0.1) and the gateway under gunicorn with the
+Starts a keep-alive echo upstream (bench/echo_upstream.py under gunicorn gthread, its own
+process, on 127.0.0.1) and the gateway under gunicorn with the
 Procfile's config (gunicorn.conf.py: gthread, WEB_CONCURRENCY, GUNICORN_THREADS), then:
   1. fixed rate, direct:   POST the upstream at --rate req/s for --seconds
   2. fixed rate, gateway:  POST /api/v1/guards/process (real RS256 session token) at the same rate
@@ -25,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,32 +37,11 @@ import psycopg  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
-from tests.support.processes import free_port, start_gunicorn  # noqa: E402
+from tests.support.processes import BIN, Proc, free_port, start_gunicorn, wait_for_port  # noqa: E402
 
 MAX_SECONDS = 20.0
 ISSUER = "https://clerk.bench.test"
 PAYLOAD = {"text": "The quick brown fox jumps over the lazy dog.", "lang": "en"}
-
-
-class EchoHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        answer = b'{"verdict":"ok","echo":' + body + b"}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-
-class EchoServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
 
 
 class Target:
@@ -168,9 +147,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="clients in the max phase")
     args = parser.parse_args()
 
-    upstream = EchoServer(("127.0.0.1", 0), EchoHandler)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    upstream_port = upstream.server_address[1]
+    tmp = Path(tempfile.mkdtemp(prefix="guard-bench-"))
+    # Its own process (gunicorn gthread, keep-alive), so the load generator's GIL is not its GIL.
+    upstream_port = free_port()
+    upstream = Proc(
+        [str(BIN / "gunicorn"), "--chdir", str(ROOT / "bench"), "--worker-class", "gthread",
+         "--workers", "1", "--threads", "8", "--keep-alive", "30",
+         "--bind", f"127.0.0.1:{upstream_port}", "echo_upstream:app"],
+        {},
+        tmp / "upstream.log",
+    )  # fmt: skip
+    wait_for_port(upstream_port)
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = (
@@ -186,7 +173,6 @@ def main() -> None:
         headers={"kid": "bench"},
     )
     database_url = bench_database()
-    tmp = Path(tempfile.mkdtemp(prefix="guard-bench-"))
     env = {
         "DATABASE_URL": database_url,
         "GATEWAY_INSTANCE_PATH": str(tmp),
@@ -254,7 +240,7 @@ def main() -> None:
         )
     finally:
         gateway.stop()
-        upstream.shutdown()
+        upstream.stop()
 
 
 if __name__ == "__main__":
