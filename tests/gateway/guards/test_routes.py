@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -127,6 +128,37 @@ def test_process_upstream_fault_answers_problem(
     assert body["code"] == code
     assert token not in response.get_data(as_text=True)
     assert "127.0.0.1" not in response.get_data(as_text=True)  # no upstream URL leaks
+
+
+def test_process_closed_port_retries_connect_once_then_answers_503(
+    guard_app: Flask, mint: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
+
+    response = process(guard_app.test_client(), mint("user_a"), {"service": "down", "payload": {}})
+
+    assert response.get_json()["code"] == "guard_unavailable"
+    retries = [r for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert len(retries) == 1
+
+
+def test_process_oversized_upstream_answer_is_502_and_connection_not_reused_dirty(
+    make_app: Callable[..., Flask],
+    guard_env: dict[str, str],
+    upstream: Upstream,
+    mint: Callable[..., str],
+) -> None:
+    env = guard_env | {"GUARD_SERVICES": f"big={upstream.url('/big')},echo={upstream.url('/echo')}"}
+    client, token = make_app(**env).test_client(), mint("user_a")
+
+    big = process(client, token, {"service": "big", "payload": {}})
+    after = process(client, token, {"service": "echo", "payload": {"n": 2}})
+
+    assert big.status_code == 502
+    assert big.get_json()["code"] == "guard_upstream_error"
+    # Same upstream host: the pool must not hand out the connection with 4 MiB still unread.
+    assert after.status_code == 200
+    assert after.get_json()["data"]["payload"] == {"n": 2}
 
 
 @pytest.mark.parametrize(

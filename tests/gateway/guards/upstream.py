@@ -56,6 +56,7 @@ class Upstream:
     /flaky         500 while `failing`, else 200; waits on `gate` when it is set up
     /allow, /deny  200 {"allowed": true|false, "reason": ...}
     /odd           200 {"allowed": "maybe"}
+    /big           200, a JSON string over 4 MiB
     """
 
     def __init__(self) -> None:
@@ -110,6 +111,8 @@ class Upstream:
             self._send(handler, 200, {"allowed": True, "reason": "fine"})
         elif path == "/deny":
             self._send(handler, 200, {"allowed": False, "reason": "policy"})
+        elif path == "/big":
+            self._send_raw(handler, 200, b'"' + b"x" * (4 * 1024 * 1024 + 10) + b'"', "text/plain")
         elif path == "/odd":
             self._send(handler, 200, {"allowed": "maybe"})
         else:
