@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -124,10 +125,8 @@ def test_hook_backend_api_jwks_used_with_only_secret_key(make_app, clerk_keys, h
 
     def jwks(request):
         seen.append(request.headers.get("Authorization"))
-        return Response(
-            '{"keys": [%s]}' % __import__("json").dumps(clerk_keys.primary.public_jwk),
-            content_type="application/json",
-        )
+        body = json.dumps({"keys": [clerk_keys.primary.public_jwk]})
+        return Response(body, content_type="application/json")
 
     httpserver.expect_request("/v1/jwks").respond_with_handler(jwks)
     app = _add_echo(
