@@ -24,7 +24,7 @@ _api_lock = threading.Lock()
 @bp.post("/login")
 def login() -> Any:
     claims = _session_claims()
-    result = service.login_user(db.session, claims, clerk_api(current_app))
+    result = service.login_user(db.session(), claims, clerk_api(current_app))
     if result.announce:
         # After commit (login_user committed): the worker must see the row. A broker outage only
         # delays Stripe linking; the login still succeeds.
@@ -52,7 +52,7 @@ def check_login_with_biasguard(user: User, claims: Claims) -> dict[str, Any]:
 @bp.post("/refresh")
 def refresh() -> Any:
     claims = _session_claims()
-    user = service.refresh_user(db.session, claims)
+    user = service.refresh_user(db.session(), claims)
     return jsonify(user=user.to_public_dict(), session=service.session_payload(claims))
 
 

@@ -141,3 +141,8 @@ def test_hook_backend_api_jwks_used_with_only_secret_key(make_app, clerk_keys, h
     )
     assert response.status_code == 200
     assert seen == ["Bearer sk_test_only"]
+
+
+def test_auth_headers_fixture_authenticates_any_user(echo_app, auth_headers):
+    response = echo_app.test_client().get("/test/echo", headers=auth_headers("user_fixture"))
+    assert response.status_code == 200 and response.get_json()["user_id"] == "user_fixture"

@@ -63,7 +63,10 @@ def _stripped(keys: ClerkKeys, host: str) -> str:
 
 def _attacker_header(name: str) -> Callable[[ClerkKeys, str], str]:
     def make(keys: ClerkKeys, host: str) -> str:
-        value: Any = keys.attacker.public_jwk if name == "jwk" else host + ATTACKER_PATH
+        value: Any = {
+            "jwk": keys.attacker.public_jwk,
+            "x5c": [base64.b64encode(keys.attacker.public_pem.encode()).decode()],
+        }.get(name, host + ATTACKER_PATH)
         return mint_token(keys.attacker, headers={name: value})
 
     return make
@@ -107,6 +110,7 @@ CASES: list[tuple[str, Callable[[ClerkKeys, str], str], int, str]] = [
     ("jku_attacker", _attacker_header("jku"), 401, "token_invalid_signature"),
     ("x5u_attacker", _attacker_header("x5u"), 401, "token_invalid_signature"),
     ("jwk_attacker", _attacker_header("jwk"), 401, "token_invalid_signature"),
+    ("x5c_attacker", _attacker_header("x5c"), 401, "token_invalid_signature"),
     ("unknown_kid", lambda k, h: mint_token(k.secondary), 401, "jwk_kid_mismatch"),
     ("missing_kid", lambda k, h: mint_token(k.primary, kid=None), 401, "token_invalid"),
     ("tampered_payload", _tampered, 401, "token_invalid_signature"),
@@ -266,3 +270,23 @@ def test_verified_token_cache_keyed_by_whole_token(clerk_keys, protected_app):
     response = client.get("/test/whoami", headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401
     assert response.get_json(force=True)["code"] in ("token_invalid_signature", "token_invalid")
+
+
+def test_session_verifier_cache_hit_skips_key_lookup_and_signature(clerk_keys):
+    calls: list[str | None] = []
+
+    class CountingKey:
+        def get_key(self, kid):
+            calls.append(kid)
+            return clerk_keys.primary.private.public_key()
+
+    from gateway.auth.tokens import SessionVerifier
+
+    verifier = SessionVerifier(_settings(), CountingKey())
+    token = mint_token(clerk_keys.primary)
+    assert verifier.verify(token).sub == verifier.verify(token).sub == "user_123"
+    assert calls == ["key-a"]
+    with pytest.raises(Exception) as raised:
+        verifier.verify(mint_token(clerk_keys.primary, exp=int(time.time()) - 60))
+    assert raised.value.code == "token_expired"
+    assert len(verifier.cache) == 1  # failures are never cached
