@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from gateway.errors import Problem
 from gateway.guards.client import GuardOutcome
@@ -18,7 +18,7 @@ ALLOWED, DENIED, UNAVAILABLE = "allowed", "denied", "unavailable"
 
 def check_login(
     runtime: GuardRuntime,
-    session: Session,
+    session: Session | scoped_session[Any],
     *,
     user_id: int | None,
     clerk_user_id: str,
