@@ -28,6 +28,7 @@ from gateway.guards.registry import GuardRegistry, GuardService
 
 # A guard answers a verdict, not a file; past this the answer is treated as a fault, not buffered.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+USER_AGENT = "clerk-gateway-guards/1"
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,10 @@ class GuardClient:
             service.name: CircuitBreaker(circuit_failures, circuit_reset_seconds)
             for service in registry
         }
-        self._timeout = urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds)
+        # `total`: connecting plus waiting for the answer stay within GUARD_TIMEOUT_SECONDS. urllib3
+        # applies what connecting left as a per-read socket timeout, so a body that trickles in
+        # byte by byte is bounded per read, not in total (guards answer small JSON at once).
+        self._timeout = urllib3.Timeout(total=timeout_seconds)
         # A connect error means the request never left: safe to retry once even for a POST. Read
         # errors are not retried (the guard may have acted), redirects are not followed (a guard
         # that redirects could point us anywhere).
@@ -172,6 +176,7 @@ def build_headers(token: str | None, clerk_user_id: str | None, request_id: str)
     headers = {
         "Content-Type": "application/json",
         "Accept": "application/json",
+        "User-Agent": USER_AGENT,
         "X-Request-ID": request_id,
     }
     if token:

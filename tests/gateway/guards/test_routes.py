@@ -13,6 +13,7 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from gateway.extensions import db
+from gateway.guards.client import USER_AGENT
 from gateway.models import GuardRequest, User
 from tests.gateway.guards.conftest import flush_audit
 from tests.gateway.guards.upstream import Upstream
@@ -63,6 +64,7 @@ def test_process_echo_forwards_callers_token_user_and_request_id(
     assert hit.headers["x-clerk-user-id"] == "user_alice"
     assert hit.headers["x-request-id"] == "req-echo-1"
     assert hit.headers["content-type"] == "application/json"
+    assert hit.headers["user-agent"] == USER_AGENT
 
 
 def test_process_client_cookies_hop_by_hop_and_x_clerk_headers_are_not_forwarded(
