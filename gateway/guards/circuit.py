@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,14 @@ class CircuitBreaker:
             if self._trial_in_flight or self._clock() - self._opened_at >= self._reset_seconds:
                 return HALF_OPEN
             return OPEN
+
+    def retry_after(self) -> int:
+        """Whole seconds until an open circuit lets a trial through (at least 1)."""
+        with self._lock:
+            if self._opened_at is None:
+                return 1
+            remaining = self._reset_seconds - (self._clock() - self._opened_at)
+            return max(1, math.ceil(remaining))
 
     def acquire(self) -> Permit | None:
         """A permit to call now, or None (circuit open). A permit must be recorded exactly once."""

@@ -108,9 +108,11 @@ class GuardClient:
         breaker = self.breakers[name]
         permit = breaker.acquire()
         if permit is None:
-            return GuardOutcome(
-                name, None, None, 0.0, GuardUnavailable("The guard's circuit is open; retry later.")
+            problem = GuardUnavailable(
+                "The guard has been failing; calls to it are paused (circuit open).",
+                headers={"Retry-After": str(breaker.retry_after())},
             )
+            return GuardOutcome(name, None, None, 0.0, problem)
         started = time.perf_counter()
         healthy = False
         try:

@@ -37,6 +37,7 @@ def test_circuit_breaker_consecutive_failures_open_it() -> None:
 
     assert breaker.state == OPEN
     assert breaker.acquire() is None
+    assert breaker.retry_after() == 30
 
 
 def test_circuit_breaker_success_resets_the_failure_run() -> None:
@@ -123,12 +124,11 @@ def test_process_consecutive_upstream_failures_open_circuit_and_stop_calls(
     client, token = app.test_client(), mint("user_a")
     upstream.failing = True
 
-    codes = [
-        process(client, token, {"service": "flaky", "payload": {}}).get_json()["code"]
-        for _ in range(8)
-    ]
+    responses = [process(client, token, {"service": "flaky", "payload": {}}) for _ in range(8)]
 
+    codes = [response.get_json()["code"] for response in responses]
     assert codes == ["guard_upstream_error"] * 3 + ["guard_unavailable"] * 5
+    assert 55 <= int(responses[-1].headers["Retry-After"]) <= 60
     assert upstream.count("/flaky") == 3
     _wait_for_circuit(app, token, "flaky", "open", timeout=0)
     # Other services keep their own circuits.
