@@ -292,3 +292,14 @@ def test_process_writes_guard_request_rows_linked_to_local_user(
         ("r4", known_id, "user_known", "nope", None, "guard_unknown"),
     ]
     assert latencies[0] > 0
+
+
+def test_list_guards_clerk_disabled_answers_without_session(
+    make_app: Callable[..., Flask], guard_env: dict[str, str]
+) -> None:
+    app = make_app(**guard_env, CLERK_ENABLED="false")
+
+    response = app.test_client().get("/api/v1/guards")
+
+    assert response.status_code == 200
+    assert response.get_json()["services"][0] == {"name": "echo", "circuit": "closed"}
