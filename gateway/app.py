@@ -106,9 +106,13 @@ def redact_path(path: str) -> str:
 def register_blueprints(app: Flask) -> None:
     from gateway import health
     from gateway.auth import routes as auth_routes
+    from gateway.guards import routes as guards_routes
+    from gateway.guards import runtime as guards_runtime
 
     app.register_blueprint(health.bp)
     app.register_blueprint(auth_routes.bp)
+    guards_runtime.init_app(app)
+    app.register_blueprint(guards_routes.bp)
     if app.config["GATEWAY"].dev_mode:
         from gateway.auth import dev
 

@@ -57,6 +57,8 @@ class Config:
     admin_api_keys: tuple[str, ...] = ()
     port: int = 8000
     web_concurrency: int | None = None
+    # GUNICORN_THREADS: threads per web process; pools shared by those threads are sized to it.
+    web_threads: int = 8
     # Publishing must never hang a request: a stopped-but-open Redis otherwise blocks forever.
     broker_publish_timeout_seconds: float = 1.0
     readiness_timeout_seconds: float = 2.0
@@ -126,6 +128,7 @@ class Config:
             admin_api_keys=reader.csv("ADMIN_API_KEYS"),
             port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
             web_concurrency=reader.integer("WEB_CONCURRENCY", None, minimum=1),
+            web_threads=reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=1024),
         )
         config.validate()
         return config
@@ -140,6 +143,11 @@ class Config:
             raise ConfigError("STRIPE_API_KEY", "expected a key starting with sk_ or rk_")
         for secret in self.clerk_webhook_secrets:
             _check_webhook_secret(secret)
+        if self.biasguard_on_login and "biasguard" not in self.guard_urls:
+            # Otherwise every login would find BiasGuard "unavailable", or fail closed, forever.
+            raise ConfigError(
+                "BIASGUARD_ON_LOGIN", "needs a guard named biasguard in GUARD_SERVICES"
+            )
 
 
 def frontend_api_host(publishable_key: str) -> str:

@@ -12,7 +12,10 @@ from gateway.auth.tokens import Claims
 from gateway.clerk_api import ClerkApi
 from gateway.config import Config
 from gateway.extensions import db
+from gateway.guards.biasguard import check_login
+from gateway.guards.runtime import guard_runtime
 from gateway.jobs import ENSURE_STRIPE_CUSTOMER, enqueue
+from gateway.models import User
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 _api_lock = threading.Lock()
@@ -26,7 +29,24 @@ def login() -> Any:
         # After commit (login_user committed): the worker must see the row. A broker outage only
         # delays Stripe linking; the login still succeeds.
         enqueue(current_app, ENSURE_STRIPE_CUSTOMER, result.user.id)
-    return jsonify(user=result.user.to_public_dict(), session=service.session_payload(claims))
+    body = {"user": result.user.to_public_dict(), "session": service.session_payload(claims)}
+    if current_app.config["GATEWAY"].biasguard_on_login:
+        body["biasguard"] = check_login_with_biasguard(result.user, claims)
+    return jsonify(body)
+
+
+def check_login_with_biasguard(user: User, claims: Claims) -> dict[str, Any]:
+    config: Config = current_app.config["GATEWAY"]
+    return check_login(
+        guard_runtime(current_app._get_current_object()),  # type: ignore[attr-defined]
+        db.session,
+        user_id=user.id,
+        clerk_user_id=claims.sub,
+        email=user.email,
+        token=g.clerk_token,
+        request_id=g.request_id,
+        fail_closed=config.biasguard_fail_closed,
+    )
 
 
 @bp.post("/refresh")

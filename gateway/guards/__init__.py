@@ -1,0 +1,1 @@
+"""Guard routing: forward calls to named guard services with the caller's own Clerk token."""

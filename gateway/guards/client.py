@@ -1,0 +1,202 @@
+"""Pooled HTTP calls to guard services: per-request headers, bounded time, a circuit per service."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+
+from gateway.errors import Problem
+from gateway.guards.circuit import CircuitBreaker
+from gateway.guards.problems import (
+    GuardTimeout,
+    GuardUnavailable,
+    GuardUpstreamError,
+)
+from gateway.guards.registry import GuardRegistry, GuardService
+
+# A guard answers a verdict, not a file; past this the answer is treated as a fault, not buffered.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+USER_AGENT = "clerk-gateway-guards/1"
+
+
+@dataclass(frozen=True)
+class GuardOutcome:
+    """What one upstream call came to. `problem` is None for a 2xx/4xx JSON answer."""
+
+    service: str
+    status_code: int | None  # the upstream's; None when it never answered
+    data: Any
+    latency_ms: float
+    problem: Problem | None = None
+
+    @property
+    def outcome(self) -> str:
+        return "ok" if self.problem is None else self.problem.code
+
+
+class GuardClient:
+    """One per process, shared by its threads: the connection pools and the circuit breakers.
+
+    Nothing here holds per-request state. Headers are built for each call from the values the caller
+    passes in, so one request's token can never be seen by another (the design this replaces
+    mutated a shared service config per request and leaked tokens between concurrent users).
+    """
+
+    def __init__(
+        self,
+        registry: GuardRegistry,
+        *,
+        timeout_seconds: float,
+        circuit_failures: int,
+        circuit_reset_seconds: float,
+        pool_size: int,
+    ) -> None:
+        self.registry = registry
+        self.breakers = {
+            service.name: CircuitBreaker(circuit_failures, circuit_reset_seconds)
+            for service in registry
+        }
+        # `total`: connecting plus waiting for the answer stay within GUARD_TIMEOUT_SECONDS. urllib3
+        # applies what connecting left as a per-read socket timeout, so a body that trickles in
+        # byte by byte is bounded per read, not in total (guards answer small JSON at once).
+        self._timeout = urllib3.Timeout(total=timeout_seconds)
+        # A connect error means the request never left: safe to retry once even for a POST. Read
+        # errors are not retried (the guard may have acted), redirects are not followed (a guard
+        # that redirects could point us anywhere).
+        self._retries = urllib3.Retry(
+            total=None, connect=1, read=0, redirect=0, status=0, other=0, raise_on_status=False
+        )
+        # maxsize = the process's threads: each thread can hold a kept-alive connection per
+        # upstream host; block=False lets a burst open extra connections instead of queueing.
+        self._pools = urllib3.PoolManager(
+            num_pools=max(len(registry), 1) + 2,
+            maxsize=pool_size,
+            block=False,
+            retries=self._retries,
+            timeout=self._timeout,
+        )
+
+    def circuit_states(self) -> list[dict[str, str]]:
+        return [
+            {"name": service.name, "circuit": self.breakers[service.name].state}
+            for service in self.registry
+        ]
+
+    def call(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        token: str | None,
+        clerk_user_id: str | None,
+        request_id: str,
+    ) -> GuardOutcome:
+        """POST payload to the named guard. Raises GuardUnknown; upstream faults are outcomes."""
+        service = self.registry.get(name)
+        breaker = self.breakers[name]
+        permit = breaker.acquire()
+        if permit is None:
+            problem = GuardUnavailable(
+                "The guard has been failing; calls to it are paused (circuit open).",
+                headers={"Retry-After": str(breaker.retry_after())},
+            )
+            return GuardOutcome(name, None, None, 0.0, problem)
+        started = time.perf_counter()
+        healthy = False
+        try:
+            status, data, problem, healthy = self._send(
+                service, payload, build_headers(token, clerk_user_id, request_id)
+            )
+        finally:
+            # Always recorded, even if something unexpected escapes: a half-open circuit whose trial
+            # never reports would refuse every call forever.
+            breaker.record(permit, healthy)
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return GuardOutcome(name, status, data, latency_ms, problem)
+
+    def _send(
+        self, service: GuardService, payload: Any, headers: dict[str, str]
+    ) -> tuple[int | None, Any, Problem | None, bool]:
+        """(status, data, problem, upstream healthy?) for one call."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            response = self._pools.urlopen(
+                "POST",
+                service.url,
+                body=body,
+                headers=headers,
+                redirect=False,
+                preload_content=False,
+            )
+        except MaxRetryError as exc:
+            return (None, None, *_transport_problem(exc.reason or exc))
+        except HTTPError as exc:
+            return (None, None, *_transport_problem(exc))
+        try:
+            raw = response.read(MAX_RESPONSE_BYTES + 1)
+        except HTTPError as exc:
+            response.close()  # a half-read connection must not go back to the pool
+            response.release_conn()
+            return (response.status, None, *_transport_problem(exc))
+        if len(raw) > MAX_RESPONSE_BYTES:
+            response.close()
+        response.release_conn()
+        status = response.status
+        if status >= 500:
+            return status, None, GuardUpstreamError(f"The guard answered {status}."), False
+        if len(raw) > MAX_RESPONSE_BYTES:
+            return status, None, GuardUpstreamError("The guard's answer is too large."), True
+        if not (200 <= status < 300 or 400 <= status < 500):
+            return status, None, GuardUpstreamError(f"The guard answered {status}."), True
+        if not raw.strip():
+            return status, None, None, True
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return status, None, GuardUpstreamError("The guard did not answer JSON."), True
+        return status, data, None, True
+
+
+def build_headers(token: str | None, clerk_user_id: str | None, request_id: str) -> dict[str, str]:
+    """A fresh dict per call, from verified values only: nothing the client sent is copied over.
+
+    No cookies, no hop-by-hop headers, no client X-Clerk-* claims: the user id comes from the
+    verified token, never from a header the client could forge.
+    """
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Request-ID": request_id,
+    }
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if clerk_user_id:
+        headers["X-Clerk-User-Id"] = clerk_user_id
+    return headers
+
+
+def _transport_problem(exc: BaseException) -> tuple[Problem, bool]:
+    """Map a urllib3 failure to (problem, upstream healthy?); all count against the circuit."""
+    # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first. A connect
+    # timeout is "cannot connect" (503); only an accepted call that then runs late is a 504.
+    if isinstance(exc, NewConnectionError | ConnectTimeoutError | ConnectionRefusedError):
+        return GuardUnavailable(), False
+    if isinstance(exc, ReadTimeoutError | TimeoutError):
+        return GuardTimeout(), False
+    if isinstance(exc, ProtocolError):
+        # It accepted the connection, then dropped it without a valid answer.
+        return GuardUpstreamError("The guard closed the connection without answering."), False
+    return GuardUnavailable(), False

@@ -1,0 +1,78 @@
+"""The per-process guard machinery (pools, circuits, audit writer), created lazily after fork."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from dataclasses import dataclass
+
+from flask import Flask
+
+from gateway.config import Config
+from gateway.guards.audit import GuardAuditWriter
+from gateway.guards.client import GuardClient
+from gateway.guards.registry import GuardRegistry
+
+EXTENSION_KEY = "guards"
+
+
+@dataclass(frozen=True)
+class GuardRuntime:
+    client: GuardClient
+    audit: GuardAuditWriter
+
+
+class GuardsExtension:
+    """Holds one GuardRuntime per process.
+
+    Created on first use and re-created when the pid changes: sockets, locks and threads must not
+    be shared across fork (with gunicorn's --preload the app is built in the master), while every
+    thread of one process must share them (one pool, one circuit state per service).
+    """
+
+    def __init__(self, app: Flask, config: Config) -> None:
+        self._app = app
+        self._config = config
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._runtime: GuardRuntime | None = None
+
+    def runtime(self) -> GuardRuntime:
+        runtime, pid = self._runtime, os.getpid()
+        if runtime is not None and self._pid == pid:
+            return runtime
+        with self._lock:
+            if self._runtime is None or self._pid != pid:
+                self._runtime = self._build()
+                self._pid = pid
+            return self._runtime
+
+    def flush_audit(self, timeout: float = 5.0) -> bool:
+        """Write the queued guard_requests rows of this process, if it made any guard call."""
+        runtime = self._runtime
+        if runtime is None or self._pid != os.getpid():
+            return True
+        return runtime.audit.flush(timeout)
+
+    def _build(self) -> GuardRuntime:
+        config = self._config
+        client = GuardClient(
+            GuardRegistry.from_config(config),
+            timeout_seconds=config.guard_timeout_seconds,
+            circuit_failures=config.guard_circuit_failures,
+            circuit_reset_seconds=config.guard_circuit_reset_seconds,
+            pool_size=config.web_threads,
+        )
+        audit = GuardAuditWriter(self._app)
+        atexit.register(audit.flush, 5.0)
+        return GuardRuntime(client, audit)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[EXTENSION_KEY] = GuardsExtension(app, app.config["GATEWAY"])
+
+
+def guard_runtime(app: Flask) -> GuardRuntime:
+    extension: GuardsExtension = app.extensions[EXTENSION_KEY]
+    return extension.runtime()

@@ -1,0 +1,208 @@
+"""CircuitBreaker on its own, with a hand-driven clock, and through the routes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Flask
+
+from gateway.guards.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from tests.gateway.guards.test_routes import process
+from tests.gateway.guards.upstream import Upstream
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fail(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        permit = breaker.acquire()
+        assert permit is not None
+        breaker.record(permit, success=False)
+
+
+def test_circuit_breaker_consecutive_failures_open_it() -> None:
+    breaker = CircuitBreaker(failures=3, reset_seconds=30, clock=Clock())
+    fail(breaker, 2)
+    assert breaker.state == CLOSED
+    fail(breaker, 1)
+
+    assert breaker.state == OPEN
+    assert breaker.acquire() is None
+    assert breaker.retry_after() == 30
+
+
+def test_circuit_breaker_success_resets_the_failure_run() -> None:
+    breaker = CircuitBreaker(failures=3, reset_seconds=30, clock=Clock())
+    fail(breaker, 2)
+    permit = breaker.acquire()
+    assert permit is not None
+    breaker.record(permit, success=True)
+    fail(breaker, 2)
+
+    assert breaker.state == CLOSED
+
+
+def test_circuit_breaker_after_reset_lets_exactly_one_trial_through() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, reset_seconds=30, clock=clock)
+    fail(breaker, 1)
+    clock.now += 30
+    assert breaker.state == HALF_OPEN
+
+    with ThreadPoolExecutor(16) as pool:
+        permits = list(pool.map(lambda _: breaker.acquire(), range(64)))
+
+    granted = [p for p in permits if p is not None]
+    assert len(granted) == 1 and granted[0].trial
+    assert breaker.state == HALF_OPEN
+    breaker.record(granted[0], success=True)
+    assert breaker.state == CLOSED
+
+
+def test_circuit_breaker_failed_trial_reopens_for_a_full_period() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=2, reset_seconds=30, clock=clock)
+    fail(breaker, 2)
+    clock.now += 31
+    trial = breaker.acquire()
+    assert trial is not None
+    breaker.record(trial, success=False)
+
+    assert breaker.state == OPEN
+    clock.now += 29
+    assert breaker.acquire() is None
+    clock.now += 1
+    assert breaker.acquire() is not None
+
+
+def test_circuit_breaker_late_result_of_an_old_call_does_not_free_the_trial_slot() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, reset_seconds=30, clock=clock)
+    old = breaker.acquire()  # in flight while the circuit opens
+    fail(breaker, 1)
+    clock.now += 30
+    trial = breaker.acquire()
+    assert trial is not None and trial.trial
+
+    assert old is not None
+    breaker.record(old, success=False)
+
+    assert breaker.acquire() is None  # still one trial at a time
+
+
+def _wait_for_circuit(app: Flask, token: str, name: str, state: str, timeout: float = 5) -> None:
+    client = app.test_client()
+    deadline = time.monotonic() + timeout
+    while True:
+        services = client.get(
+            "/api/v1/guards", headers={"Authorization": f"Bearer {token}"}
+        ).get_json()["services"]
+        if {s["name"]: s["circuit"] for s in services}[name] == state:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    raise AssertionError(f"circuit of {name} never became {state}")
+
+
+def test_process_consecutive_upstream_failures_open_circuit_and_stop_calls(
+    make_app: Callable[..., Flask],
+    guard_env: dict[str, str],
+    upstream: Upstream,
+    mint: Callable[..., str],
+) -> None:
+    app = make_app(**guard_env, GUARD_CIRCUIT_FAILURES="3", GUARD_CIRCUIT_RESET_SECONDS="60")
+    client, token = app.test_client(), mint("user_a")
+    upstream.failing = True
+
+    responses = [process(client, token, {"service": "flaky", "payload": {}}) for _ in range(8)]
+
+    codes = [response.get_json()["code"] for response in responses]
+    assert codes == ["guard_upstream_error"] * 3 + ["guard_unavailable"] * 5
+    assert 55 <= int(responses[-1].headers["Retry-After"]) <= 60
+    assert upstream.count("/flaky") == 3
+    _wait_for_circuit(app, token, "flaky", "open", timeout=0)
+    # Other services keep their own circuits.
+    assert process(client, token, {"service": "echo", "payload": {}}).status_code == 200
+
+
+def test_process_timeouts_and_connect_errors_count_against_the_circuit(
+    make_app: Callable[..., Flask], guard_env: dict[str, str], mint: Callable[..., str]
+) -> None:
+    app = make_app(**guard_env, GUARD_CIRCUIT_FAILURES="2", GUARD_CIRCUIT_RESET_SECONDS="60")
+    client, token = app.test_client(), mint("user_a")
+
+    for service, code in (("down", "guard_unavailable"), ("slow", "guard_timeout")):
+        codes = [
+            process(client, token, {"service": service, "payload": {}}).get_json()["code"]
+            for _ in range(3)
+        ]
+        assert codes[:2] == [code, code]
+        assert codes[2] == "guard_unavailable"
+        _wait_for_circuit(app, token, service, "open", timeout=0)
+
+
+def test_process_half_open_sends_one_trial_and_its_success_closes_circuit(
+    make_app: Callable[..., Flask],
+    guard_env: dict[str, str],
+    upstream: Upstream,
+    mint: Callable[..., str],
+) -> None:
+    app = make_app(**guard_env, GUARD_CIRCUIT_FAILURES="2", GUARD_CIRCUIT_RESET_SECONDS="0.3")
+    token = mint("user_a")
+    upstream.failing = True
+    for _ in range(2):
+        process(app.test_client(), token, {"service": "flaky", "payload": {}})
+    _wait_for_circuit(app, token, "flaky", "half_open")
+    upstream.failing = False
+    upstream.gate = threading.Event()  # hold the trial inside the upstream
+
+    with ThreadPoolExecutor(1) as pool:
+        trial = pool.submit(process, app.test_client(), token, {"service": "flaky", "payload": {}})
+        deadline = time.monotonic() + 5
+        while upstream.count("/flaky") < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # While the trial is in flight, everyone else is refused without touching the upstream.
+        others = [
+            process(app.test_client(), token, {"service": "flaky", "payload": {}}) for _ in range(5)
+        ]
+        assert upstream.count("/flaky") == 3
+        upstream.gate.set()
+        trial_response = trial.result(timeout=10)
+
+    assert [r.get_json()["code"] for r in others] == ["guard_unavailable"] * 5
+    assert trial_response.status_code == 200
+    _wait_for_circuit(app, token, "flaky", "closed", timeout=0)
+    assert process(app.test_client(), token, {"service": "flaky", "payload": {}}).status_code == 200
+    assert upstream.count("/flaky") == 4
+
+
+def test_process_failed_half_open_trial_reopens_circuit(
+    make_app: Callable[..., Flask],
+    guard_env: dict[str, str],
+    upstream: Upstream,
+    mint: Callable[..., str],
+) -> None:
+    app = make_app(**guard_env, GUARD_CIRCUIT_FAILURES="2", GUARD_CIRCUIT_RESET_SECONDS="0.3")
+    client, token = app.test_client(), mint("user_a")
+    upstream.failing = True
+    for _ in range(2):
+        process(client, token, {"service": "flaky", "payload": {}})
+    _wait_for_circuit(app, token, "flaky", "half_open")
+
+    trial = process(client, token, {"service": "flaky", "payload": {}})
+    after = process(client, token, {"service": "flaky", "payload": {}})
+
+    assert trial.get_json()["code"] == "guard_upstream_error"
+    assert after.get_json()["code"] == "guard_unavailable"
+    assert upstream.count("/flaky") == 3
+    _wait_for_circuit(app, token, "flaky", "open", timeout=0)
