@@ -100,8 +100,12 @@ def redact_path(path: str) -> str:
 
 def register_blueprints(app: Flask) -> None:
     from gateway import health
+    from gateway.webhooks import admin as webhooks_admin
+    from gateway.webhooks import routes as webhooks
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(webhooks_admin.bp)
 
 
 def register_commands(app: Flask) -> None:

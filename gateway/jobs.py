@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 PROCESS_WEBHOOK_EVENT = "worker.webhooks.process_webhook_event"
 SWEEP_WEBHOOK_EVENTS = "worker.maintenance.sweep_webhook_events"
 ENSURE_STRIPE_CUSTOMER = "worker.billing.ensure_stripe_customer"
+# A Clerk user was deleted: keep its Stripe customer, mark it in its metadata (CONTRACT 4.5).
+MARK_STRIPE_CUSTOMER_DELETED = "worker.billing.mark_stripe_customer_deleted"
 PING = "worker.maintenance.ping"
 
 # The broker redelivers an unacknowledged message after this long (acks_late); task retries and
