@@ -11,8 +11,10 @@ from gateway.extensions import db
 from gateway.jobs import PROCESS_WEBHOOK_EVENT, enqueue
 from gateway.webhooks.processing import (
     TRANSIENT_ERRORS,
-    process_webhook_event as apply_event,
     stripe_follow_ups,
+)
+from gateway.webhooks.processing import (
+    process_webhook_event as apply_event,
 )
 
 MAX_RETRIES = 5

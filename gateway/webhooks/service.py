@@ -1,4 +1,4 @@
-"""The webhook ledger: record a verified delivery once per svix-id, list, replay and sweep events."""
+"""The webhook ledger: record a verified delivery once per svix-id; list, replay, sweep."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class RecordedEvent:
 
 
 def parse_event(body: bytes) -> ParsedEvent:
-    """Classify a verified body: handled (received), unknown type (ignored) or unusable (invalid)."""
+    """Classify a verified body: handled (received), unknown type (ignored), unusable (invalid)."""
     text = body.decode("utf-8")  # verification already proved it is UTF-8
     try:
         payload = json.loads(text, parse_constant=_reject_constant)
