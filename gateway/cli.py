@@ -17,5 +17,7 @@ stripe = AppGroup("stripe", help="Stripe customers.")
 
 def register(app: Flask) -> None:
     # Feature modules attach their commands to the groups above when imported.
+    from gateway.webhooks import cli as webhooks_cli  # noqa: F401 - attaches its commands
+
     for group in (dev, webhooks, users, stripe):
         app.cli.add_command(group)

@@ -11,7 +11,7 @@ from gateway.errors import PayloadTooLarge
 from gateway.extensions import db
 from gateway.jobs import PROCESS_WEBHOOK_EVENT, enqueue
 from gateway.webhooks.service import MAX_BODY_BYTES, mark_queued, record_webhook_event
-from gateway.webhooks.signatures import WebhooksNotConfigured, verify_webhook
+from gateway.webhooks.signatures import WebhooksNotConfigured, verify_webhook, webhook_secrets
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -20,11 +20,11 @@ bp = Blueprint("webhooks", __name__)
 @bp.post("/webhooks/clerk")
 @public  # authenticated by its Svix signature, not a Clerk session
 def receive_clerk_webhook() -> Response:
-    config = current_app.config["GATEWAY"]
-    if not config.clerk_webhook_secrets:
+    secrets = webhook_secrets(current_app.config["GATEWAY"])
+    if not secrets:
         raise WebhooksNotConfigured()
     body = read_body_limited(MAX_BODY_BYTES)
-    svix_id = verify_webhook(body, request.headers, config.clerk_webhook_secrets)
+    svix_id = verify_webhook(body, request.headers, secrets)
     recorded = record_webhook_event(db.session, svix_id, body)
     if recorded.needs_enqueue:
         publish_event(recorded.id)

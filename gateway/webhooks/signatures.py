@@ -7,12 +7,16 @@ from collections.abc import Mapping, Sequence
 
 from svix.webhooks import Webhook, WebhookVerificationError
 
+from gateway.config import Config
 from gateway.errors import Problem
 
 # The header names Svix uses, then the Standard Webhooks ones; svix-* wins when both are present
 # (as in the svix library itself).
 HEADER_NAMES = ("id", "timestamp", "signature")
 MAX_MESSAGE_ID_LENGTH = 255  # webhook_events.svix_id
+# Development mode only (the app is its own Clerk there, and never runs with real keys): a fixed,
+# published secret so `make run` + `flask dev webhook` work with nothing to configure.
+DEV_WEBHOOK_SECRET = "whsec_Y2xlcmstZ2F0ZXdheS1kZXZlbG9wbWVudC1vbmx5"  # noqa: S105 - dev only, public
 
 
 class WebhookSignatureInvalid(Problem):
@@ -25,6 +29,13 @@ class WebhookSignatureInvalid(Problem):
 class WebhooksNotConfigured(Problem):
     status, code, title = 503, "webhooks_not_configured", "Webhooks not configured"
     default_detail = "CLERK_WEBHOOK_SECRET is not set on this server."
+
+
+def webhook_secrets(config: Config) -> tuple[str, ...]:
+    """The configured secrets; in development mode without one, the dev secret."""
+    if config.clerk_webhook_secrets:
+        return config.clerk_webhook_secrets
+    return (DEV_WEBHOOK_SECRET,) if config.dev_mode else ()
 
 
 def svix_headers(headers: Mapping[str, str]) -> dict[str, str]:

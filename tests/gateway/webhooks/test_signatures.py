@@ -1,4 +1,4 @@
-"""Every case of the Svix vector file: exactly, with a frozen clock, and over HTTP, re-signed now."""
+"""Every case of the Svix vector file: exactly with a frozen clock, and over HTTP re-signed now."""
 
 from __future__ import annotations
 
