@@ -126,11 +126,17 @@ class _Publisher:
     def publish(
         self, celery: Celery, task_name: str, args: tuple[Any, ...], timeout: float
     ) -> bool:
-        if time.monotonic() < self._down_until or not self._slots.acquire(blocking=False):
+        started = time.monotonic()
+        if started < self._down_until:
+            return False
+        # Wait for a slot within the same bound: under a burst of concurrent requests the slots
+        # free up in milliseconds, and failing fast here would leave healthy events to the sweep.
+        if not self._slots.acquire(timeout=timeout):
+            self._mark_down()  # every slot held by a publish for a whole timeout: broker hung
             return False
         future = self._executor.submit(self._send, celery, task_name, args)
         try:
-            future.result(timeout=timeout)
+            future.result(timeout=max(0.05, timeout - (time.monotonic() - started)))
         except FutureTimeout:
             self._mark_down()
             log.warning("enqueue of %s timed out after %.1fs", task_name, timeout)
