@@ -96,6 +96,10 @@ def main() -> None:
             worker.stop()
         with psycopg.connect(database_url) as conn:
             users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+            span = conn.execute(
+                "SELECT extract(epoch FROM max(processed_at) - min(processed_at))"
+                " FROM webhook_events"
+            ).fetchone()[0]
             retried = conn.execute(
                 "SELECT count(*) FROM webhook_events WHERE attempts > 1"
             ).fetchone()[0]
@@ -108,6 +112,7 @@ def main() -> None:
         "left_for_sweep": waiting,
         "apply_seconds_incl_worker_start": round(elapsed, 1),
         "applied_per_s": round(args.events / elapsed, 1),
+        "steady_applied_per_s": round(args.events / float(span), 1) if span else None,
         "users": users,
         "events_with_more_than_one_attempt": retried,
     }
