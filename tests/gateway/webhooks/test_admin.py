@@ -279,3 +279,20 @@ def test_receive_production_without_secret_has_no_dev_fallback(make_app):
     )
 
     assert response.status_code == 503
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "webhooks.receive_clerk_webhook",
+        "webhooks_admin.show_user",
+        "webhooks_admin.show_user_by_email",
+        "webhooks_admin.list_webhook_events",
+        "webhooks_admin.replay_webhook_event",
+    ],
+)
+def test_webhook_and_admin_views_marked_public_for_clerk_hook(app, endpoint):
+    from gateway.auth.public import is_public
+
+    # The Clerk session hook skips these: they authenticate by signature or admin key.
+    assert is_public(app.view_functions[endpoint])
