@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 from gateway.extensions import db
 from gateway.models import User, WebhookEvent
 from tests.support.polling import wait_until
-from tests.support.processes import free_port, start_celery_worker
+from tests.support.processes import free_port, start_celery_worker, start_redis_server
 from tests.support.svix import SECRET, clerk_event, encode, new_msg_id, new_user_id, post_event
 from tests.support.svix import sign as sign_headers
 
@@ -266,3 +266,29 @@ def test_replay_processed_event_changes_nothing(app, client):
     assert response.status_code == 202
     assert rows[msg_id].status == "processed"
     assert user_row(app, user_id).email == "r2@example.com"
+
+
+def test_process_new_user_with_stripe_enqueues_billing_task_by_name(
+    make_app, worker_factory, tmp_path
+):
+    # The billing task lives in another module; its name reaching a worker is the contract here.
+    # A private Redis, so the module's Stripe-less worker cannot take the event.
+    port = free_port()
+    redis_proc = start_redis_server(port, tmp_path / "redis.log")
+    broker = f"redis://127.0.0.1:{port}/0"
+    try:
+        stripe_worker = worker_factory(STRIPE_API_KEY="sk_test_webhooks", REDIS_URL=broker)
+        app = make_app(CLERK_WEBHOOK_SECRET=SECRET, REDIS_URL=broker)
+        msg_id = send(app.test_client(), clerk_event("user.created", new_user_id(), "s@x.com"))
+        wait_final(app, msg_id)
+
+        stripe_worker.wait_for_output("worker.billing.ensure_stripe_customer", timeout=20)
+    finally:
+        redis_proc.stop()
+
+
+def test_process_without_stripe_key_enqueues_no_billing_task(app, client, worker):
+    msg_id = send(client, clerk_event("user.created", new_user_id(), "n@example.com"))
+    wait_final(app, msg_id)
+
+    assert "worker.billing" not in worker.output()
