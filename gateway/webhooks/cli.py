@@ -68,7 +68,12 @@ def replay_command(svix_id: str) -> None:
 @click.option(
     "--older-than", type=float, default=None, help="seconds (default WEBHOOK_SWEEP_SECONDS)"
 )
-@click.option("--claim-ttl", type=float, default=None, help="seconds after which a claim is dead")
+@click.option(
+    "--claim-ttl",
+    type=float,
+    default=None,
+    help="seconds after which a claim or a queued message counts as lost (default 300)",
+)
 def requeue_command(older_than: float | None, claim_ttl: float | None) -> None:
     """Run the periodic sweep now."""
     result = sweep_now(current_app._get_current_object(), older_than, claim_ttl)  # type: ignore[attr-defined]

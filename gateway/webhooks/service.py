@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -217,10 +217,14 @@ def sweep_webhook_events(
     claim_ttl_seconds: float = CLAIM_TTL_SECONDS,
     now: datetime | None = None,
 ) -> SweepResult:
-    """Re-enqueue events still waiting after `older_than_seconds` and those of dead workers.
+    """Publish events the broker never took (`received` for `older_than_seconds`), and give
+    events of dead workers back: claims older than `claim_ttl_seconds`, and `queued` rows whose
+    message has been out that long (lost: a worker killed holding it unacknowledged, whose
+    redelivery waits for the 1 h visibility timeout, or a Redis restarted without its data).
 
-    A row's age counts from its last publish (queued_at), so one row is republished at most once
-    per sweep interval. A duplicate message is harmless: the worker's claim finds nothing to do.
+    `queued` rows within the TTL are left alone: during a backlog their message is simply still
+    in line, and republishing it every interval would only pile duplicates onto the queue. A
+    duplicate is harmless all the same: the worker's claim finds nothing to do.
     """
     now = now or utcnow()
     expired = now - timedelta(seconds=claim_ttl_seconds)
@@ -236,10 +240,11 @@ def sweep_webhook_events(
         session.scalars(
             select(WebhookEvent.id)
             .where(
-                WebhookEvent.status.in_(EventStatus.waiting()),
                 or_(
-                    WebhookEvent.queued_at < cutoff,
-                    WebhookEvent.queued_at.is_(None) & (WebhookEvent.received_at < cutoff),
+                    (WebhookEvent.status == EventStatus.RECEIVED)
+                    & (func.coalesce(WebhookEvent.queued_at, WebhookEvent.received_at) < cutoff),
+                    (WebhookEvent.status == EventStatus.QUEUED)
+                    & (WebhookEvent.queued_at < expired),
                 ),
             )
             .order_by(WebhookEvent.id)

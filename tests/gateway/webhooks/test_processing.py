@@ -104,6 +104,8 @@ def test_sweep_requeues_waiting_and_expired_claims_only(app):
     dead = store(app, clerk_event("user.created", new_user_id(), "d@example.com"))
     live = store(app, clerk_event("user.created", new_user_id(), "l@example.com"))
     done = store(app, clerk_event("user.created", new_user_id(), "p@example.com"))
+    in_line = store(app, clerk_event("user.created", new_user_id(), "q@example.com"))
+    lost = store(app, clerk_event("user.created", new_user_id(), "o@example.com"))
     now = utcnow()
     with app.app_context():
         for event_id, received_ago, claimed_ago, status in (
@@ -112,11 +114,15 @@ def test_sweep_requeues_waiting_and_expired_claims_only(app):
             (dead.id, 900, 400, "processing"),
             (live.id, 900, 10, "processing"),
             (done.id, 900, None, "processed"),
+            (in_line.id, 900, None, "queued"),  # published 60 s ago: still in the broker's line
+            (lost.id, 900, None, "queued"),  # published 400 s ago: its message is lost
         ):
             event = db.session.get(WebhookEvent, event_id)
             event.received_at = now - timedelta(seconds=received_ago)
             event.claimed_at = now - timedelta(seconds=claimed_ago) if claimed_ago else None
             event.status = status
+        db.session.get(WebhookEvent, in_line.id).queued_at = now - timedelta(seconds=60)
+        db.session.get(WebhookEvent, lost.id).queued_at = now - timedelta(seconds=400)
         db.session.commit()
         published: list[int] = []
 
@@ -124,9 +130,10 @@ def test_sweep_requeues_waiting_and_expired_claims_only(app):
             db.session, lambda i: published.append(i) or True, older_than_seconds=30, now=now
         )
 
-    assert sorted(published) == sorted([waiting.id, dead.id])
-    assert (result.reclaimed, result.found, result.enqueued) == (1, 2, 2)
+    assert sorted(published) == sorted([waiting.id, dead.id, lost.id])
+    assert (result.reclaimed, result.found, result.enqueued) == (1, 3, 3)
     assert row(app, waiting.id).status == row(app, dead.id).status == "queued"
+    assert row(app, lost.id).queued_at > row(app, in_line.id).queued_at
     assert row(app, live.id).status == "processing"
     assert row(app, fresh.id).status == "received"
 
