@@ -127,3 +127,16 @@ def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(make_app, w
     with app.app_context():
         emails = set(db.session.scalars(select(User.email)))
     assert emails == {f"k{n}-2000@example.com" for n in range(20)}
+
+
+def test_worker_database_down_retries_with_backoff(make_app, worker_factory):
+    # The worker's database is a port nothing listens on: every claim is an OperationalError.
+    worker = worker_factory(DATABASE_URL=f"postgresql://root:root@127.0.0.1:{free_port()}/down")
+    app = make_app(CLERK_WEBHOOK_SECRET=SECRET)
+
+    msg_id = new_msg_id()
+    assert post_event(app.test_client(), clerk_event("user.created", new_user_id()), msg_id)
+
+    worker.wait_for_output("Retry in", timeout=20)
+    assert "OperationalError" in worker.output()
+    assert statuses(app)[msg_id].status == "queued"  # untouched: the sweep still owns it
