@@ -24,7 +24,7 @@ def receive_clerk_webhook() -> Response:
     if not secrets:
         raise WebhooksNotConfigured()
     body = read_body_limited(MAX_BODY_BYTES)
-    svix_id = verify_webhook(body, request.headers, secrets)
+    svix_id = verify_webhook(body, dict(request.headers), secrets)
     recorded = record_webhook_event(db.session, svix_id, body)
     if recorded.needs_enqueue:
         publish_event(recorded.id)

@@ -92,9 +92,8 @@ def applied_lines(*procs: Proc) -> list[str]:
 def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(make_app, worker_factory):
     app = make_app(CLERK_WEBHOOK_SECRET=SECRET)
     client = app.test_client()
-    first = worker_factory(concurrency=2)
     sent = []
-    user_ids = [new_user_id() for _ in range(20)]
+    user_ids = [new_user_id() for _ in range(30)]
     # Two events per user (create, then a newer update) so per-user ordering is exercised too.
     for n, user_id in enumerate(user_ids):
         for kind, stamp in (("user.created", 1000), ("user.updated", 2000)):
@@ -102,7 +101,8 @@ def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(make_app, w
             event = clerk_event(kind, user_id, f"k{n}-{stamp}@example.com", updated_at=stamp)
             assert post_event(client, event, msg_id).status_code == 200
             sent.append(msg_id)
-
+    # The batch waits in Redis; the worker starts on a full queue, so the kill lands mid-batch.
+    first = worker_factory(concurrency=2)
     wait_until(lambda: sum(r.status == "processed" for r in statuses(app).values()) >= 4, 30, 0.02)
     first.kill(signal.SIGKILL)
     first.popen.wait(10)
@@ -123,10 +123,10 @@ def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(make_app, w
     applied = applied_lines(first, second)
     assert len(applied) == len(set(applied)), "an event was applied twice"
     assert set(applied) <= set(sent)
-    assert count_users(app) == 20
+    assert count_users(app) == 30
     with app.app_context():
         emails = set(db.session.scalars(select(User.email)))
-    assert emails == {f"k{n}-2000@example.com" for n in range(20)}
+    assert emails == {f"k{n}-2000@example.com" for n in range(30)}
 
 
 def test_worker_database_down_retries_with_backoff(make_app, worker_factory):
