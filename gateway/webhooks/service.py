@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 # Event types the worker applies; anything else is stored as `ignored` and never enqueued.
 HANDLED_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
-# A claim older than this belongs to a dead worker: applying one event takes a lock wait plus a
-# few statements, each bounded by the 15 s statement_timeout, so a live worker never holds a claim
-# this long; and it is far below the broker's 1 h visibility timeout, so a crash heals in minutes.
+# A claim (or a published message) older than this belongs to a dead worker: applying one event
+# takes a lock wait plus a few statements, each bounded by the 15 s statement_timeout, so a live
+# worker never holds a claim this long; and it is far below the broker's 1 h visibility timeout,
+# so a crash heals in minutes instead of an hour.
 CLAIM_TTL_SECONDS = 300
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
 _BIGINT_MAX = 2**63 - 1
