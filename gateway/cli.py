@@ -19,7 +19,8 @@ def register(app: Flask) -> None:
     # Feature modules attach their commands to the groups above when imported.
     import gateway.auth.dev
     import gateway.billing.cli
-    import gateway.users.backfill_cli  # noqa: F401
+    import gateway.users.backfill_cli
+    import gateway.webhooks.cli  # noqa: F401
 
     for group in (dev, webhooks, users, stripe):
         app.cli.add_command(group)

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 PROCESS_WEBHOOK_EVENT = "worker.webhooks.process_webhook_event"
 SWEEP_WEBHOOK_EVENTS = "worker.maintenance.sweep_webhook_events"
 ENSURE_STRIPE_CUSTOMER = "worker.billing.ensure_stripe_customer"
+# Email or name changed: push them to the customer (creates one when missing).
 PUSH_CUSTOMER_CHANGES = "worker.billing.push_customer_changes"
+# A Clerk user was deleted: keep its Stripe customer, mark it in its metadata (CONTRACT 4.5).
 MARK_CUSTOMER_DELETED = "worker.billing.mark_customer_deleted"
 PING = "worker.maintenance.ping"
 
@@ -126,11 +128,17 @@ class _Publisher:
     def publish(
         self, celery: Celery, task_name: str, args: tuple[Any, ...], timeout: float
     ) -> bool:
-        if time.monotonic() < self._down_until or not self._slots.acquire(blocking=False):
+        started = time.monotonic()
+        if started < self._down_until:
+            return False
+        # Wait for a slot within the same bound: under a burst of concurrent requests the slots
+        # free up in milliseconds, and failing fast here would leave healthy events to the sweep.
+        if not self._slots.acquire(timeout=timeout):
+            self._mark_down()  # every slot held by a publish for a whole timeout: broker hung
             return False
         future = self._executor.submit(self._send, celery, task_name, args)
         try:
-            future.result(timeout=timeout)
+            future.result(timeout=max(0.05, timeout - (time.monotonic() - started)))
         except FutureTimeout:
             self._mark_down()
             log.warning("enqueue of %s timed out after %.1fs", task_name, timeout)

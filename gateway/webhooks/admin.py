@@ -1,0 +1,86 @@
+"""Operator routes behind ADMIN_API_KEYS (CONTRACT 4.6): users as mirrored, the event ledger."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from gateway.auth.public import public
+from gateway.errors import NotFound, Problem
+from gateway.extensions import db
+from gateway.users.service import UserNotFound, find_by_clerk_id, find_by_email
+from gateway.webhooks.routes import publish_event
+from gateway.webhooks.service import list_events, parse_list_filters, prepare_replay
+
+bp = Blueprint("webhooks_admin", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AdminKeyInvalid(Problem):
+    status, code, title = 401, "admin_key_invalid", "Admin key required"
+    default_detail = "Send Authorization: Bearer <an ADMIN_API_KEYS key>."
+
+
+def keys_match(given: str, keys: tuple[str, ...]) -> bool:
+    """Constant-time against every key: neither a key's prefix nor its position leaks."""
+    given_bytes = given.encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given_bytes, key.encode())
+    return matched
+
+
+def admin_only(view: F) -> F:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        keys = current_app.config["GATEWAY"].admin_api_keys
+        if not keys:
+            raise NotFound()  # unset: the admin surface does not exist
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not keys_match(given.strip(), keys):
+            raise AdminKeyInvalid(headers={"WWW-Authenticate": 'Bearer realm="admin"'})
+        return view(*args, **kwargs)
+
+    return public(wrapper)  # type: ignore[return-value]  # own key, not a Clerk session
+
+
+@bp.get("/webhooks/clerk/users/<clerk_user_id>")
+@admin_only
+def show_user(clerk_user_id: str) -> Response:
+    user = find_by_clerk_id(db.session, clerk_user_id)
+    if user is None:
+        raise UserNotFound()
+    return jsonify(user=user.to_admin_dict())
+
+
+@bp.get("/webhooks/clerk/users/email/<path:email>")
+@admin_only
+def show_user_by_email(email: str) -> Response:
+    user = find_by_email(db.session, email)
+    if user is None:
+        raise UserNotFound()
+    return jsonify(user=user.to_admin_dict())
+
+
+@bp.get("/admin/webhook-events")
+@admin_only
+def list_webhook_events() -> Response:
+    status, event_type, limit = parse_list_filters(
+        request.args.get("status"), request.args.get("type"), request.args.get("limit")
+    )
+    events = list_events(db.session, status=status, event_type=event_type, limit=limit)
+    return jsonify(events=[event.to_dict() for event in events])
+
+
+@bp.post("/admin/webhook-events/<svix_id>/replay")
+@admin_only
+def replay_webhook_event(svix_id: str) -> tuple[Response, int]:
+    event = prepare_replay(db.session, svix_id)
+    if event.status == "received":
+        publish_event(event.id)
+    db.session.refresh(event)
+    return jsonify(event=event.to_dict()), 202

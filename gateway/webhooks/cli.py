@@ -1,0 +1,158 @@
+"""`flask webhooks list|replay|requeue`, `flask users show`, `flask dev webhook`."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import click
+import requests
+from flask import current_app
+from svix.webhooks import Webhook
+
+from gateway.cli import dev, users, webhooks
+from gateway.errors import Problem
+from gateway.extensions import db
+from gateway.jobs import PROCESS_WEBHOOK_EVENT, enqueue
+from gateway.models.base import isoformat
+from gateway.users.service import find_by_clerk_id
+from gateway.webhooks.service import list_events, mark_queued, parse_list_filters, prepare_replay
+from gateway.webhooks.signatures import webhook_secrets
+from gateway.webhooks.sweep import sweep_now
+
+
+def _fail(problem: Problem) -> click.ClickException:
+    return click.ClickException(f"{problem.code}: {problem.detail}")
+
+
+@webhooks.command("list")
+@click.option("--status", help="received, queued, processing, processed, ignored, invalid, failed")
+@click.option("--type", "event_type", help="e.g. user.updated")
+@click.option("--limit", default="50", show_default=True)
+def list_command(status: str | None, event_type: str | None, limit: str) -> None:
+    """The newest webhook events, one per line."""
+    try:
+        status, event_type, number = parse_list_filters(status, event_type, limit)
+    except Problem as problem:
+        raise _fail(problem) from None
+    events = list_events(db.session, status=status, event_type=event_type, limit=number)
+    for event in events:
+        click.echo(
+            f"{isoformat(event.received_at)}  {event.svix_id}  {event.type or '-'}  "
+            f"{event.clerk_user_id or '-'}  {event.status}  attempts={event.attempts}"
+            + (f"  error={event.last_error}" if event.last_error else "")
+        )
+    click.echo(f"{len(events)} event(s)")
+
+
+@webhooks.command("replay")
+@click.argument("svix_id")
+def replay_command(svix_id: str) -> None:
+    """Queue one event again (what is already applied stays as it is)."""
+    try:
+        event = prepare_replay(db.session, svix_id)
+    except Problem as problem:
+        raise _fail(problem) from None
+    if event.status != "received":
+        click.echo(f"{svix_id}: {event.status}, nothing a worker can do with it")
+        return
+    if not enqueue(current_app._get_current_object(), PROCESS_WEBHOOK_EVENT, event.id):  # type: ignore[attr-defined]
+        raise click.ClickException(f"{svix_id}: broker unavailable; the sweep will queue it")
+    mark_queued(db.session, [event.id])
+    click.echo(f"{svix_id}: queued")
+
+
+@webhooks.command("requeue")
+@click.option(
+    "--older-than", type=float, default=None, help="seconds (default WEBHOOK_SWEEP_SECONDS)"
+)
+@click.option(
+    "--claim-ttl",
+    type=float,
+    default=None,
+    help="seconds after which a claim or a queued message counts as lost (default 300)",
+)
+def requeue_command(older_than: float | None, claim_ttl: float | None) -> None:
+    """Run the periodic sweep now."""
+    result = sweep_now(current_app._get_current_object(), older_than, claim_ttl)  # type: ignore[attr-defined]
+    click.echo(
+        f"{result.found} waiting ({result.reclaimed} from dead workers), {result.enqueued} queued"
+    )
+    if result.enqueued < result.found:
+        raise click.ClickException("broker unavailable; the rest waits for the next sweep")
+
+
+@users.command("show")
+@click.argument("clerk_user_id")
+def show_user_command(clerk_user_id: str) -> None:
+    """One user as mirrored from Clerk (the admin view)."""
+    user = find_by_clerk_id(db.session, clerk_user_id)
+    if user is None:
+        raise click.ClickException(f"user_not_found: {clerk_user_id}")
+    click.echo(json.dumps(user.to_admin_dict(), indent=2))
+
+
+@dev.command("webhook")
+@click.argument("event_type", type=click.Choice(["user.created", "user.updated", "user.deleted"]))
+@click.option("--user", "user_id", required=True, help="Clerk user id, e.g. user_123")
+@click.option("--email", default=None, help="primary email (created/updated)")
+@click.option("--first-name", default=None)
+@click.option("--last-name", default=None)
+@click.option("--url", default=None, help="default http://127.0.0.1:$PORT/webhooks/clerk")
+def dev_webhook_command(
+    event_type: str,
+    user_id: str,
+    email: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    url: str | None,
+) -> None:
+    """Send a Svix-signed Clerk event to the running local gateway (development mode only)."""
+    config = current_app.config["GATEWAY"]
+    if not config.dev_mode:
+        raise click.ClickException("development mode only (GATEWAY_ENV=development, no Clerk keys)")
+    now_ms = int(time.time() * 1000)
+    data: dict[str, object] = {"id": user_id, "object": "user"}
+    if event_type == "user.deleted":
+        data["deleted"] = True
+    else:
+        if not email:
+            raise click.ClickException("--email is required for user.created/user.updated")
+        data |= {
+            "email_addresses": [
+                {
+                    "id": "idn_dev",
+                    "email_address": email,
+                    "object": "email_address",
+                    "verification": {"status": "verified", "strategy": "email_code"},
+                }
+            ],
+            "primary_email_address_id": "idn_dev",
+            "first_name": first_name,
+            "last_name": last_name,
+            "image_url": None,
+            "public_metadata": {},
+            "private_metadata": {},
+            "unsafe_metadata": {},
+            "created_at": now_ms,
+            "updated_at": now_ms,
+        }
+    body = json.dumps({"data": data, "object": "event", "type": event_type, "timestamp": now_ms})
+    msg_id = f"msg_dev_{uuid.uuid4().hex}"
+    signature = Webhook(webhook_secrets(config)[0]).sign(msg_id, datetime.now(UTC), body)
+    headers = {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(time.time())),
+        "svix-signature": signature,
+        "Content-Type": "application/json",
+    }
+    target = url or f"http://127.0.0.1:{config.port}/webhooks/clerk"
+    try:
+        response = requests.post(target, data=body.encode(), headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"could not reach {target}: {type(exc).__name__}") from None
+    click.echo(f"{event_type} {msg_id}: HTTP {response.status_code} {response.text.strip()}")
+    if response.status_code != 200:
+        raise SystemExit(1)
