@@ -21,18 +21,25 @@ from flask.testing import FlaskClient
 from gateway import create_app
 from gateway.config import Config
 from gateway.extensions import db
-from tests.support.processes import ROOT, Proc, start_celery_worker
+from tests.support.processes import (
+    ROOT,
+    Proc,
+    free_port,
+    start_celery_worker,
+    start_redis_server,
+)
 
 # Shared Clerk doubles: clerk_keys, jwks_server, clerk_backend, clerk_env, clerk_app, auth_headers.
 pytest_plugins = ["tests.support.clerk"]
 
-# Where the services live; the Makefile makes sure they answer. Several checkouts on one machine
-# get their own database and Redis db number, derived from the checkout's path.
+# Where PostgreSQL lives; the Makefile makes sure it answers. Several checkouts on one machine get
+# their own database, named after the checkout's path. Redis is a private redis-server per test
+# session (the Makefile makes sure it is installed), so parallel runs never share a queue;
+# TEST_REDIS_SERVER points the suite at an existing server instead.
 PG_SERVER = os.environ.get("TEST_PG_SERVER", "postgresql://root:root@127.0.0.1:5432")
-REDIS_SERVER = os.environ.get("TEST_REDIS_SERVER", "redis://127.0.0.1:6379")
+REDIS_SERVER = os.environ.get("TEST_REDIS_SERVER")
 _CHECKOUT = zlib.crc32(str(ROOT).encode())
 TEST_DB_NAME = f"cg_test_{_CHECKOUT % 100000}"
-TEST_REDIS_DB = 1 + _CHECKOUT % 15
 TABLES = ("guard_requests", "biasguard_audit_logs", "webhook_events", "users")
 
 
@@ -62,21 +69,30 @@ def upgrade_database(config: Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def database_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     url = recreate_database(TEST_DB_NAME)
-    upgrade_database(Config.from_env({"DATABASE_URL": url, "REDIS_URL": redis_url_for_tests()}))
+    instance = tmp_path_factory.mktemp("migrate")
+    upgrade_database(
+        Config.from_env(
+            {"DATABASE_URL": url, "REDIS_URL": redis_url, "GATEWAY_INSTANCE_PATH": str(instance)}
+        )
+    )
     return url
-
-
-def redis_url_for_tests() -> str:
-    return f"{REDIS_SERVER}/{TEST_REDIS_DB}"
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = redis_url_for_tests()
-    redis.Redis.from_url(url).flushdb()
-    return url
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if REDIS_SERVER:
+        url = f"{REDIS_SERVER}/{1 + _CHECKOUT % 15}"
+        redis.Redis.from_url(url).flushdb()
+        yield url
+        return
+    port = free_port()
+    server = start_redis_server(port, tmp_path_factory.mktemp("redis") / "redis.log")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def retry_countdown(retries: int) -> float:
 def process_webhook_event(self: Task, event_id: int) -> str | None:
     final = self.request.retries >= self.max_retries
     try:
-        outcome = apply_event(db.session, int(event_id), final_attempt=final)
+        outcome = apply_event(db.session(), int(event_id), final_attempt=final)
     except TRANSIENT_ERRORS as exc:
         db.session.rollback()
         if final:

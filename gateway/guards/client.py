@@ -108,11 +108,11 @@ class GuardClient:
         breaker = self.breakers[name]
         permit = breaker.acquire()
         if permit is None:
-            problem = GuardUnavailable(
+            refused: Problem = GuardUnavailable(
                 "The guard has been failing; calls to it are paused (circuit open).",
                 headers={"Retry-After": str(breaker.retry_after())},
             )
-            return GuardOutcome(name, None, None, 0.0, problem)
+            return GuardOutcome(name, None, None, 0.0, refused)
         started = time.perf_counter()
         healthy = False
         try:

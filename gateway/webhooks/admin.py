@@ -51,7 +51,7 @@ def admin_only(view: F) -> F:
 @bp.get("/webhooks/clerk/users/<clerk_user_id>")
 @admin_only
 def show_user(clerk_user_id: str) -> Response:
-    user = find_by_clerk_id(db.session, clerk_user_id)
+    user = find_by_clerk_id(db.session(), clerk_user_id)
     if user is None:
         raise UserNotFound()
     return jsonify(user=user.to_admin_dict())
@@ -60,7 +60,7 @@ def show_user(clerk_user_id: str) -> Response:
 @bp.get("/webhooks/clerk/users/email/<path:email>")
 @admin_only
 def show_user_by_email(email: str) -> Response:
-    user = find_by_email(db.session, email)
+    user = find_by_email(db.session(), email)
     if user is None:
         raise UserNotFound()
     return jsonify(user=user.to_admin_dict())
@@ -72,14 +72,14 @@ def list_webhook_events() -> Response:
     status, event_type, limit = parse_list_filters(
         request.args.get("status"), request.args.get("type"), request.args.get("limit")
     )
-    events = list_events(db.session, status=status, event_type=event_type, limit=limit)
+    events = list_events(db.session(), status=status, event_type=event_type, limit=limit)
     return jsonify(events=[event.to_dict() for event in events])
 
 
 @bp.post("/admin/webhook-events/<svix_id>/replay")
 @admin_only
 def replay_webhook_event(svix_id: str) -> tuple[Response, int]:
-    event = prepare_replay(db.session, svix_id)
+    event = prepare_replay(db.session(), svix_id)
     if event.status == "received":
         publish_event(event.id)
     db.session.refresh(event)

@@ -37,7 +37,7 @@ def list_command(status: str | None, event_type: str | None, limit: str) -> None
         status, event_type, number = parse_list_filters(status, event_type, limit)
     except Problem as problem:
         raise _fail(problem) from None
-    events = list_events(db.session, status=status, event_type=event_type, limit=number)
+    events = list_events(db.session(), status=status, event_type=event_type, limit=number)
     for event in events:
         click.echo(
             f"{isoformat(event.received_at)}  {event.svix_id}  {event.type or '-'}  "
@@ -52,7 +52,7 @@ def list_command(status: str | None, event_type: str | None, limit: str) -> None
 def replay_command(svix_id: str) -> None:
     """Queue one event again (what is already applied stays as it is)."""
     try:
-        event = prepare_replay(db.session, svix_id)
+        event = prepare_replay(db.session(), svix_id)
     except Problem as problem:
         raise _fail(problem) from None
     if event.status != "received":
@@ -60,7 +60,7 @@ def replay_command(svix_id: str) -> None:
         return
     if not enqueue(current_app._get_current_object(), PROCESS_WEBHOOK_EVENT, event.id):  # type: ignore[attr-defined]
         raise click.ClickException(f"{svix_id}: broker unavailable; the sweep will queue it")
-    mark_queued(db.session, [event.id])
+    mark_queued(db.session(), [event.id])
     click.echo(f"{svix_id}: queued")
 
 
@@ -88,7 +88,7 @@ def requeue_command(older_than: float | None, claim_ttl: float | None) -> None:
 @click.argument("clerk_user_id")
 def show_user_command(clerk_user_id: str) -> None:
     """One user as mirrored from Clerk (the admin view)."""
-    user = find_by_clerk_id(db.session, clerk_user_id)
+    user = find_by_clerk_id(db.session(), clerk_user_id)
     if user is None:
         raise click.ClickException(f"user_not_found: {clerk_user_id}")
     click.echo(json.dumps(user.to_admin_dict(), indent=2))

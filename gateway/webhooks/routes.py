@@ -25,7 +25,7 @@ def receive_clerk_webhook() -> Response:
         raise WebhooksNotConfigured()
     body = read_body_limited(MAX_BODY_BYTES)
     svix_id = verify_webhook(body, dict(request.headers), secrets)
-    recorded = record_webhook_event(db.session, svix_id, body)
+    recorded = record_webhook_event(db.session(), svix_id, body)
     if recorded.needs_enqueue:
         publish_event(recorded.id)
     log.info(
@@ -53,7 +53,7 @@ def publish_event(event_id: int) -> None:
     if not enqueue(app, PROCESS_WEBHOOK_EVENT, event_id):
         return
     try:
-        mark_queued(db.session, [event_id])
+        mark_queued(db.session(), [event_id])
     except Exception as exc:  # noqa: BLE001 - the event is durable and published; only a label
         db.session.rollback()
         log.warning("could not mark webhook event queued: %s", type(exc).__name__)

@@ -14,7 +14,7 @@ def sweep_now(
 ) -> SweepResult:
     config = app.config["GATEWAY"]
     return sweep_webhook_events(
-        db.session,
+        db.session(),
         lambda event_id: enqueue(app, PROCESS_WEBHOOK_EVENT, event_id),
         older_than_seconds=(
             config.webhook_sweep_seconds if older_than_seconds is None else older_than_seconds
