@@ -1,0 +1,178 @@
+"""`make run` as a newcomer runs it: honcho starts the Procfile's web, worker and beat in
+development mode on the embedded defaults (SQLite and the filesystem broker under the instance
+folder, no PostgreSQL, Redis or Clerk), the dev CLI mints a token and sends a signed webhook, and
+Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support.polling import wait_until
+from tests.support.processes import BIN, ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+ADMIN_KEY = "admin-key-local-run"
+# What `make run` does not set: none of it may leak in from the environment running the tests.
+UNSET = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "STRIPE_API_KEY", "STRIPE_API_BASE")
+
+
+def local_env(tmp_path: Path, port: int) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in UNSET and not name.startswith("CLERK_")
+    }
+    return env | {
+        "GATEWAY_ENV": "development",
+        "PORT": str(port),
+        "GATEWAY_INSTANCE_PATH": str(tmp_path / "instance"),
+        "CELERY_BEAT_SCHEDULE": str(tmp_path / "celerybeat-schedule"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ADMIN_API_KEYS": ADMIN_KEY,
+        # Lean on a shared machine, and loopback only: GUNICORN_CMD_ARGS outranks the config
+        # file's 0.0.0.0 bind (a production setting this test must not open on the host).
+        "WEB_CONCURRENCY": "1",
+        "WORKER_CONCURRENCY": "1",
+        "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
+    }
+
+
+def flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "wsgi", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def honcho(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    env = local_env(tmp_path, port)
+    (tmp_path / "instance").mkdir()
+    migrated = flask(env, "db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
+    log_path = tmp_path / "honcho.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    popen = subprocess.Popen(
+        [str(BIN / "honcho"), "start", "-f", "Procfile", "web", "worker", "beat"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own group, as a terminal's foreground job would be
+    )
+    run = {"popen": popen, "env": env, "port": port, "log": log_path}
+    try:
+        yield run
+    finally:
+        # Whatever the test did: nothing of this run may outlive it.
+        for pgid in [popen.pid, *child_groups(log_path)]:
+            if group_alive(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+        popen.wait(10)
+        log.close()
+
+
+def child_groups(log_path: Path) -> list[int]:
+    """honcho starts each Procfile process in its own session; it logs their pids."""
+    text = log_path.read_text(errors="replace")
+    return [int(pid) for pid in re.findall(r"[\w.]+ started \(pid=(\d+)\)", text)]
+
+
+def get(port: int, path: str, **kw: Any) -> requests.Response:
+    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=5, **kw)
+
+
+def answers(port: int, path: str) -> bool:
+    try:
+        return get(port, path).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_make_run_local_stack_login_webhook_and_ctrl_c_stops_all(honcho, tmp_path):
+    port, env, log_path = honcho["port"], honcho["env"], honcho["log"]
+    output = lambda: log_path.read_text(errors="replace")  # noqa: E731
+
+    wait_until(lambda: answers(port, "/healthz"), timeout=30)
+    ready = get(port, "/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert (tmp_path / "instance" / "gateway.db").exists()  # SQLite, not a server
+    assert f"Listening at: http://127.0.0.1:{port}" in output()
+
+    minted = flask(env, "dev", "token", "--user", "user_e2e", "--email", "e2e@example.com")
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    login = requests.post(
+        f"http://127.0.0.1:{port}/api/v1/auth/login",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert login.status_code == 200, login.text
+    assert login.json()["user"]["email"] == "e2e@example.com"
+
+    # The worker must be consuming before the event can be applied: wait for its banner line.
+    wait_until(lambda: re.search(r"worker\.1 .*celery@\S+ ready\.", output()), timeout=30)
+    sent = flask(
+        env,
+        "dev",
+        "webhook",
+        "user.updated",
+        "--user",
+        "user_e2e",
+        "--email",
+        "E2E.New@Example.com",
+        "--first-name",
+        "Grace",
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "HTTP 200" in sent.stdout
+
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def applied() -> dict[str, Any] | None:
+        user = get(port, "/webhooks/clerk/users/user_e2e", headers=admin).json()["user"]
+        return user if user["email"] == "e2e.new@example.com" else None
+
+    user = wait_until(applied, timeout=30, interval=0.25)
+    assert user["first_name"] == "Grace" and user["is_active"] is True
+    shown = flask(env, "users", "show", "user_e2e")
+    assert shown.returncode == 0, shown.stderr
+    assert '"email": "e2e.new@example.com"' in shown.stdout
+
+    # Ctrl-C: honcho stops web, worker and beat, and nothing of the run is left.
+    groups = child_groups(log_path)
+    names = set(re.findall(r"(\w+)\.\d+ started \(pid=", output()))
+    assert names == {"web", "worker", "beat"} and len(groups) == 3, output()[-3000:]
+    honcho["popen"].send_signal(signal.SIGINT)
+    honcho["popen"].wait(20)
+    deadline = time.monotonic() + 15
+    while any(group_alive(pgid) for pgid in [honcho["popen"].pid, *groups]):
+        assert time.monotonic() < deadline, f"left running after Ctrl-C:\n{output()[-3000:]}"
+        time.sleep(0.1)
+    stopped = set(re.findall(r"(\w+)\.\d+ stopped \(rc=", output()))
+    assert stopped == {"web", "worker", "beat"}, output()[-3000:]
