@@ -107,13 +107,13 @@ def billing_lines(worker: Proc) -> list[str]:
 
 
 @pytest.fixture
-def webhook_app(make_app: Any) -> Flask:
+def webhook_app(make_app: Any, clerk_env: dict[str, str]) -> Flask:
     # The web side has no Stripe key: only the worker talks to Stripe.
-    return make_app(CLERK_WEBHOOK_SECRET=SECRET)
+    return make_app(CLERK_WEBHOOK_SECRET=SECRET, **clerk_env)
 
 
 def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_customer(
-    webhook_app, stripe_worker, localstripe, redis_url
+    webhook_app, stripe_worker, localstripe, redis_url, auth_headers, clerk_backend
 ):
     client = webhook_app.test_client()
     clerk_id = new_user_id()
@@ -152,6 +152,11 @@ def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_custo
     wait_processed(webhook_app, updated_id)
     wait_until(lambda: list_customers(localstripe)[0]["email"] == "second@example.com")
     assert user_row(webhook_app, clerk_id)["email"] == "second@example.com"
+    # The user signs in: found locally (no Backend API call), already linked by the worker.
+    login = client.post("/api/v1/auth/login", headers=auth_headers(clerk_id))
+    assert login.status_code == 200, login.get_data(as_text=True)
+    assert login.json["user"]["stripe_customer_id"] == linked
+    assert login.json["user"]["email"] == "second@example.com"
 
     # Deleted: the user is kept inactive, the customer is kept and marked.
     deleted = clerk_event("user.deleted", clerk_id)
@@ -170,6 +175,10 @@ def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_custo
     assert customer["id"] == linked and not customer.get("deleted")
     assert customer["metadata"]["clerk_user_id"] == clerk_id
     assert marked
+    # A session token still within its minute no longer signs the deleted user in.
+    refused = client.post("/api/v1/auth/login", headers=auth_headers(clerk_id))
+    assert (refused.status_code, refused.json["code"]) == (403, "user_deactivated")
+    assert clerk_backend.user_requests == []
     outcomes = [line.split(": ", 1)[1].split()[0] for line in billing_lines(stripe_worker)]
     assert outcomes.count("created") == 1, billing_lines(stripe_worker)
 
