@@ -5,6 +5,7 @@ exactly one customer in localstripe (a Stripe-compatible server on loopback)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -206,22 +207,34 @@ def test_first_login_with_worker_links_user_to_one_stripe_customer(
     assert len(clerk_backend.user_requests) == 1  # the second login found the user locally
 
 
-def test_first_login_then_user_created_webhook_still_one_stripe_customer(
+def test_first_login_then_newer_user_created_webhook_one_customer_with_new_name(
     make_app, clerk_env, clerk_backend, auth_headers, stripe_worker, localstripe, redis_url
 ):
     # Clerk sends user.created around sign-up; the first login may well come before it lands.
+    # Here the event is newer than what the login fetched (a name was set meanwhile): the login's
+    # ensure job and the event's push job race for the same user in a two-process worker.
     app = make_app(CLERK_WEBHOOK_SECRET=SECRET, **clerk_env)
     client = app.test_client()
     clerk_id = new_user_id()
     clerk_backend.add_user(clerk_id, "grace@example.com")
+    later = int(time.time() * 1000) + 60_000
 
     assert client.post("/api/v1/auth/login", headers=auth_headers(clerk_id)).status_code == 200
     msg_id = new_msg_id()
-    event = clerk_event("user.created", clerk_id, "grace@example.com")
+    event = clerk_event(
+        "user.created",
+        clerk_id,
+        "grace@example.com",
+        updated_at=later,
+        first_name="Grace",
+        last_name="Hopper",
+    )
     assert post_event(client, event, msg_id).status_code == 200
     wait_processed(app, msg_id)
     linked = wait_until(lambda: (user_row(app, clerk_id) or {}).get("stripe_customer_id"))
     wait_idle(redis_url)
 
-    assert [customer["id"] for customer in customers_of(localstripe, clerk_id)] == [linked]
-    assert len(list_customers(localstripe)) == 1
+    [customer] = list_customers(localstripe)
+    assert customer["id"] == linked
+    assert customer["metadata"]["clerk_user_id"] == clerk_id
+    assert customer["name"] == "Grace Hopper"
