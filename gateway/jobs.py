@@ -89,6 +89,11 @@ def celery_init_app(app: Flask, config: Config) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Heroku (and honcho) send SIGTERM to every process of the dyno, pool children included.
+        # The Procfile sets REMAP_SIGTERM=SIGQUIT so children ignore it and the main process runs a
+        # soft shutdown: running tasks get this long to finish, then are cancelled and, being
+        # acks_late, go back to the queue. Below Heroku's 30 s grace before SIGKILL.
+        worker_soft_shutdown_timeout=10.0,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         task_default_queue="gateway",
