@@ -7,31 +7,21 @@ import json
 import time
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.jobs import ENSURE_STRIPE_CUSTOMER
 from gateway.models import User
+from tests.support.broker import clear_queue, queued_tasks
 from tests.support.clerk import AUTHORIZED_PARTY, mint_token
 
 
 @pytest.fixture
 def queue(redis_url):
     """The tasks waiting on the broker's `gateway` queue, as (name, args)."""
-    client = redis.Redis.from_url(redis_url)
-    client.delete("gateway")
-
-    def read() -> list[tuple[str, list]]:
-        tasks = []
-        for raw in client.lrange("gateway", 0, -1):
-            message = json.loads(raw)
-            args = json.loads(base64.b64decode(message["body"]))[0]
-            tasks.append((message["headers"]["task"], args))
-        return tasks
-
-    yield read
-    client.delete("gateway")
+    clear_queue(redis_url)
+    yield lambda: queued_tasks(redis_url)
+    clear_queue(redis_url)
 
 
 def _wait_for(condition, timeout: float = 10.0) -> None:
