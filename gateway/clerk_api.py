@@ -24,6 +24,20 @@ class ClerkApiUnavailable(Problem):
         "Clerk's Backend API could not be reached or refused the request; retry shortly."
     )
 
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        upstream_status: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(detail, headers=headers)
+        # For batch callers (backfill) that word their own failure: Clerk's status, and whether
+        # the retry budget ran out (429/5xx) rather than Clerk refusing outright (401, 400...).
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+
 
 class ClerkApi:
     """Thread-safe (one urllib3 pool per process). Methods return parsed JSON or raise a Problem."""
@@ -36,8 +50,16 @@ class ClerkApi:
         timeout: urllib3.Timeout | None = None,
         max_attempts: int = 3,
         max_retry_wait_seconds: float = 5.0,
+        max_single_wait_seconds: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """The retry policy: 429/502/503/504 are retried up to `max_attempts` tries, waiting
+        Retry-After (else 0.5 s) each time, at most `max_retry_wait_seconds` in all.
+
+        `max_single_wait_seconds` unset (a request is waiting): a Retry-After beyond the budget
+        gives up at once and passes Retry-After on. Set (a batch job): a longer Retry-After is
+        shortened to it, so a backfill keeps going instead of sleeping for an hour.
+        """
         self.base_url = base_url.rstrip("/")
         self._headers = {
             "Authorization": f"Bearer {secret_key}",
@@ -47,6 +69,7 @@ class ClerkApi:
         self._timeout = timeout or urllib3.Timeout(connect=3.0, read=10.0)
         self._max_attempts = max_attempts
         self._max_retry_wait = max_retry_wait_seconds
+        self._max_single_wait = max_single_wait_seconds
         self._sleep = sleep
         self._pool = urllib3.PoolManager(num_pools=2, maxsize=10, retries=False)
 
@@ -66,9 +89,28 @@ class ClerkApi:
         assert document is not None
         return document
 
+    def list_users(
+        self, limit: int, offset: int, *, on_retry: Callable[[int], None] | None = None
+    ) -> list[Any]:
+        """One page of GET /users, oldest first (so sign-ups during a backfill land on later
+        pages instead of shifting the offsets of pages not yet read)."""
+        params = {"limit": limit, "offset": offset, "order_by": "created_at"}
+        body = self.get_json("/users", params, on_retry=on_retry)
+        # GET /v1/users answers a bare array; accept the paginated {"data": [...]} shape too.
+        users = body.get("data") if isinstance(body, dict) else body
+        if not isinstance(users, list):
+            raise ClerkApiUnavailable("Clerk's Backend API answered an unexpected shape.")
+        return users
+
     def get_json(
-        self, path: str, params: Mapping[str, Any] | None = None, *, allow_404: bool = False
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        allow_404: bool = False,
+        on_retry: Callable[[int], None] | None = None,
     ) -> Any:
+        """Parsed JSON of a GET; `on_retry(status)` is told of each answer that is waited out."""
         url = self.base_url + path + (f"?{urlencode(params, doseq=True)}" if params else "")
         waited = 0.0
         for attempt in range(1, self._max_attempts + 1):
@@ -88,7 +130,11 @@ class ClerkApi:
                 return None
             if response.status in (429, 502, 503, 504) and attempt < self._max_attempts:
                 delay = retry_after_seconds(response.headers.get("Retry-After"), default=0.5)
+                if self._max_single_wait is not None:
+                    delay = min(delay, self._max_single_wait)
                 if waited + delay <= self._max_retry_wait:
+                    if on_retry is not None:
+                        on_retry(response.status)
                     self._sleep(delay)
                     waited += delay
                     continue
@@ -97,7 +143,10 @@ class ClerkApi:
             if response.status == 429 and response.headers.get("Retry-After"):
                 headers["Retry-After"] = response.headers["Retry-After"]
             raise ClerkApiUnavailable(
-                f"Clerk's Backend API answered {response.status}; retry shortly.", headers=headers
+                f"Clerk's Backend API answered HTTP {response.status}; retry shortly.",
+                headers=headers,
+                upstream_status=response.status,
+                retryable=response.status in (429, 502, 503, 504),
             )
         raise ClerkApiUnavailable()
 

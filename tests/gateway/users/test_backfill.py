@@ -208,7 +208,8 @@ def test_fetch_user_pages_endless_429_waits_bounded_then_fails(httpserver):
 
     httpserver.expect_request("/v1/users").respond_with_handler(always_throttled)
     waits: list[float] = []
-    pages = backfill.fetch_user_pages(httpserver.url_for("/v1"), SECRET, sleep=waits.append)
+    api = backfill.backfill_api(httpserver.url_for("/v1"), SECRET, sleep=waits.append)
+    pages = backfill.fetch_user_pages(api)
 
     with pytest.raises(backfill.BackfillFailed, match="Gave up"):
         next(pages)
