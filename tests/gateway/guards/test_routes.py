@@ -186,6 +186,21 @@ def test_process_malformed_body_answers_400_invalid_body(
     assert upstream.hits == []
 
 
+@pytest.mark.parametrize("nested", ["[" * 100_000 + "]" * 100_000, '{"a":' * 100_000])
+def test_process_json_nested_past_recursion_limit_answers_400_invalid_body(
+    guard_app: Flask, upstream: Upstream, mint: Callable[..., str], nested: str
+) -> None:
+    response = guard_app.test_client().post(
+        "/api/v1/guards/process",
+        data=nested,
+        headers={"Authorization": f"Bearer {mint('user_a')}", "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "invalid_body"
+    assert upstream.hits == []
+
+
 def test_process_non_json_request_answers_400_invalid_body(
     guard_app: Flask, mint: Callable[..., str]
 ) -> None:
