@@ -13,7 +13,7 @@ from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from gateway.config import Config
-from gateway.errors import register_error_handlers
+from gateway.errors import BadRequest, register_error_handlers
 from gateway.extensions import db, migrate
 from gateway.jobs import celery_init_app
 from gateway.logs import configure_logging, request_id_var
@@ -85,6 +85,9 @@ def register_request_hooks(app: Flask) -> None:
         g.request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         g.request_started = time.perf_counter()
         request_id_var.set(g.request_id)
+        if _has_nul(request.path) or any(map(_has_nul, request.args.values())):
+            # PostgreSQL text cannot hold NUL: an id or filter carrying one would be a 500.
+            raise BadRequest("URLs may not contain NUL (%00) characters.")
 
     @app.after_request
     def log_request(response: Response) -> Response:
@@ -110,6 +113,10 @@ def register_request_hooks(app: Flask) -> None:
     from gateway.auth import hook
 
     hook.register(app)
+
+
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
 
 
 def redact_path(path: str) -> str:

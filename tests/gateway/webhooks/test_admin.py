@@ -296,3 +296,20 @@ def test_webhook_and_admin_views_marked_public_for_clerk_hook(app, endpoint):
 
     # The Clerk session hook skips these: they authenticate by signature or admin key.
     assert is_public(app.view_functions[endpoint])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/webhooks/clerk/users/user%00x"),
+        ("GET", "/webhooks/clerk/users/email/a%00b@example.com"),
+        ("GET", "/admin/webhook-events?type=user.%00created"),
+        ("POST", "/admin/webhook-events/msg%00x/replay"),
+    ],
+)
+def test_admin_route_nul_in_url_is_400_not_500(client, method, path):
+    response = client.open(path, method=method, headers=AUTH)
+
+    assert response.status_code == 400
+    assert response.content_type == "application/problem+json"
+    assert response.json["code"] == "bad_request"
