@@ -69,7 +69,10 @@ def test_admin_route_wrong_or_missing_key_is_401(client, method, path, header):
 
     assert response.status_code == 401
     assert response.json["code"] == "admin_key_invalid"
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer")
+    key_given = header is not None and header.startswith("Bearer ") and header.strip() != "Bearer"
+    assert ('error="invalid_token"' in challenge) == key_given
 
 
 def test_admin_show_user_returns_full_record(app, client):
