@@ -84,11 +84,6 @@ class ClerkApi:
         # quote(safe=""): the id comes from a token; it must stay one path segment.
         return self.get_json(f"/users/{quote(user_id, safe='')}", allow_404=True)
 
-    def get_jwks(self) -> dict[str, Any]:
-        document = self.get_json("/jwks")
-        assert document is not None
-        return document
-
     def list_users(
         self, limit: int, offset: int, *, on_retry: Callable[[int], None] | None = None
     ) -> list[Any]:
