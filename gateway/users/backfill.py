@@ -124,4 +124,3 @@ def backfill_users(
             else:
                 counts.unchanged += 1
     return counts
-
