@@ -127,7 +127,7 @@ def redact_path(path: str) -> str:
 
 
 def register_blueprints(app: Flask) -> None:
-    from gateway import health
+    from gateway import health, metrics, openapi
     from gateway.auth import routes as auth_routes
     from gateway.guards import routes as guards_routes
     from gateway.guards import runtime as guards_runtime
@@ -135,6 +135,8 @@ def register_blueprints(app: Flask) -> None:
     from gateway.webhooks import routes as webhooks
 
     app.register_blueprint(health.bp)
+    metrics.init_app(app)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(auth_routes.bp)
     guards_runtime.init_app(app)
     app.register_blueprint(guards_routes.bp)

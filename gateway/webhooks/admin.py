@@ -48,6 +48,7 @@ def admin_only(view: F) -> F:
             raise AdminKeyInvalid(headers={"WWW-Authenticate": challenge})
         return view(*args, **kwargs)
 
+    wrapper.admin_key = True  # type: ignore[attr-defined]  # read by the OpenAPI document
     return public(wrapper)  # type: ignore[return-value]  # own key, not a Clerk session
 
 
