@@ -318,3 +318,21 @@ def test_list_guards_clerk_disabled_answers_without_session(
 
     assert response.status_code == 200
     assert response.get_json()["services"][0] == {"name": "echo", "circuit": "closed"}
+
+
+def test_process_unreachable_guard_url_query_never_logged(
+    make_app: Callable[..., Flask],
+    guard_env: dict[str, str],
+    closed_port: int,
+    mint: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Some hosted functions take their key in the URL (Azure Functions' ?code=...).
+    url = f"http://127.0.0.1:{closed_port}/check?code=guard-url-secret"
+    app = make_app(**(guard_env | {"GUARD_SERVICES": f"keyed={url}"}))
+    caplog.set_level(logging.DEBUG)
+
+    response = process(app.test_client(), mint("user_a"), {"service": "keyed", "payload": {}})
+
+    assert response.status_code == 503
+    assert "guard-url-secret" not in caplog.text
