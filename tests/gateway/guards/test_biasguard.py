@@ -213,7 +213,7 @@ def test_login_biasguard_refused_new_user_enqueues_nothing(
     env: dict[str, str],
     status: int,
 ) -> None:
-    app = biasguard_app(path, **env)
+    app = biasguard_app(path, STRIPE_API_KEY="sk_test_biasguard", **env)
     clear_queue(redis_url)
 
     response = login(app, mint("user_gus", email="gus@example.com"))
