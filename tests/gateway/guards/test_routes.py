@@ -201,6 +201,22 @@ def test_process_json_nested_past_recursion_limit_answers_400_invalid_body(
     assert upstream.hits == []
 
 
+def test_process_body_over_2_mib_answers_413_problem(
+    guard_app: Flask, upstream: Upstream, mint: Callable[..., str]
+) -> None:
+    body = '{"service": "echo", "payload": {"blob": "' + "x" * (3 * 1024 * 1024) + '"}}'
+    response = guard_app.test_client().post(
+        "/api/v1/guards/process",
+        data=body,
+        headers={"Authorization": f"Bearer {mint('user_a')}", "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 413
+    assert response.content_type == "application/problem+json"
+    assert response.get_json()["code"] == "payload_too_large"
+    assert upstream.hits == []
+
+
 def test_process_non_json_request_answers_400_invalid_body(
     guard_app: Flask, mint: Callable[..., str]
 ) -> None:
