@@ -26,6 +26,7 @@ from gateway.models import WebhookEvent
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
 QUEUE = "gateway"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Scrape-time reads run here, bounded like the readiness checks: a hung broker costs a thread.
 _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="metrics")
 
@@ -68,7 +69,9 @@ def init_app(app: Flask) -> None:
     def count_request(response: Response) -> Response:
         # The route template, never the path: the by-email admin path carries an email.
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        # Any token is a method to HTTP: a client must not be able to mint new series at will.
+        method = request.method if request.method in _METHODS else "other"
+        metrics.requests.labels(route, method, str(response.status_code)).inc()
         code = g.get("problem_code")
         if code is not None and is_token_failure(code):
             metrics.token_failures.labels(code).inc()

@@ -34,6 +34,8 @@ def test_metrics_counts_requests_token_failures_events_and_queue(make_app, clerk
     client.get("/healthz")
     client.get("/healthz")
     client.get("/api/v1/auth/me")
+    client.open("/healthz", method="BREW")
+    client.open("/healthz", method="MAKECOFFEE")
     client.get("/api/v1/auth/me", headers={"Authorization": "Bearer not-a-jwt"})
     client.get(
         "/webhooks/clerk/users/email/ada@example.com", headers={"Authorization": "Bearer k1"}
@@ -53,6 +55,7 @@ def test_metrics_counts_requests_token_failures_events_and_queue(make_app, clerk
     )
     by_email = "/webhooks/clerk/users/email/<path:email>"
     assert found[(request, (("method", "GET"), ("route", by_email), ("status", "404")))] == 1
+    assert found[(request, (("method", "other"), ("route", "unmatched"), ("status", "405")))] == 2
     assert found[("gateway_token_failures_total", (("code", "token_missing"),))] == 1
     assert found[("gateway_token_failures_total", (("code", "token_invalid"),))] == 1
     assert found[("gateway_webhook_events", (("status", "processed"),))] == 2
