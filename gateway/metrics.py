@@ -95,7 +95,7 @@ def metrics_view() -> Response:
     depth = _executor.submit(queue_depth, app)
     _set_gauge(metrics.webhook_events, lambda: events.result(timeout), "webhook events")
     _set_gauge(metrics.queue_depth, lambda: {QUEUE: depth.result(timeout)}, "queue depth")
-    return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def _set_gauge(gauge: Gauge, read: Any, name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.extensions import db
@@ -44,7 +45,7 @@ def test_metrics_counts_requests_token_failures_events_and_queue(make_app, clerk
     response = client.get("/metrics")
 
     assert response.status_code == 200
-    assert response.mimetype == "text/plain"
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
     text = response.get_data(as_text=True)
     assert "ada@example.com" not in text  # route templates, never paths
     found = samples(text)
