@@ -18,6 +18,10 @@ from gateway.errors import Problem
 log = logging.getLogger(__name__)
 
 
+# Answers worth another try: rate limited, or Clerk's side failing for a moment.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
 class ClerkApiUnavailable(Problem):
     status, code, title = 503, "clerk_api_unavailable", "Clerk unavailable"
     default_detail = (
@@ -51,14 +55,17 @@ class ClerkApi:
         max_attempts: int = 3,
         max_retry_wait_seconds: float = 5.0,
         max_single_wait_seconds: float | None = None,
+        retry_transport_errors: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """The retry policy: 429/502/503/504 are retried up to `max_attempts` tries, waiting
-        Retry-After (else 0.5 s) each time, at most `max_retry_wait_seconds` in all.
+        """The retry policy: 429 and 5xx (RETRY_STATUSES) are retried up to `max_attempts` tries,
+        waiting Retry-After (else 0.5 s) each time, at most `max_retry_wait_seconds` in all.
 
         `max_single_wait_seconds` unset (a request is waiting): a Retry-After beyond the budget
         gives up at once and passes Retry-After on. Set (a batch job): a longer Retry-After is
         shortened to it, so a backfill keeps going instead of sleeping for an hour.
+        `retry_transport_errors`: no answer at all is retried too (a batch job; a login would
+        rather answer 503 than spend several connect timeouts).
         """
         self.base_url = base_url.rstrip("/")
         self._headers = {
@@ -70,6 +77,7 @@ class ClerkApi:
         self._max_attempts = max_attempts
         self._max_retry_wait = max_retry_wait_seconds
         self._max_single_wait = max_single_wait_seconds
+        self._retry_transport_errors = retry_transport_errors
         self._sleep = sleep
         self._pool = urllib3.PoolManager(num_pools=2, maxsize=10, retries=False)
 
@@ -85,7 +93,7 @@ class ClerkApi:
         return self.get_json(f"/users/{quote(user_id, safe='')}", allow_404=True)
 
     def list_users(
-        self, limit: int, offset: int, *, on_retry: Callable[[int], None] | None = None
+        self, limit: int, offset: int, *, on_retry: Callable[[int | None], None] | None = None
     ) -> list[Any]:
         """One page of GET /users, oldest first (so sign-ups during a backfill land on later
         pages instead of shifting the offsets of pages not yet read)."""
@@ -103,9 +111,10 @@ class ClerkApi:
         params: Mapping[str, Any] | None = None,
         *,
         allow_404: bool = False,
-        on_retry: Callable[[int], None] | None = None,
+        on_retry: Callable[[int | None], None] | None = None,
     ) -> Any:
-        """Parsed JSON of a GET; `on_retry(status)` is told of each answer that is waited out."""
+        """Parsed JSON of a GET; `on_retry(status)` is told of each failure that is waited out
+        (status None: no answer at all)."""
         url = self.base_url + path + (f"?{urlencode(params, doseq=True)}" if params else "")
         waited = 0.0
         for attempt in range(1, self._max_attempts + 1):
@@ -114,8 +123,13 @@ class ClerkApi:
                     "GET", url, headers=self._headers, timeout=self._timeout, redirect=False
                 )
             except urllib3.exceptions.HTTPError as exc:
+                if self._retry_transport_errors and attempt < self._max_attempts:
+                    slept = self._wait(None, None, waited, on_retry)
+                    if slept is not None:
+                        waited += slept
+                        continue
                 log.warning("Clerk API %s failed: %s", path.split("/")[1], type(exc).__name__)
-                raise ClerkApiUnavailable() from None
+                raise ClerkApiUnavailable(retryable=True) from None
             if response.status == 200:
                 try:
                     return json.loads(response.data)
@@ -123,15 +137,12 @@ class ClerkApi:
                     raise ClerkApiUnavailable("Clerk's Backend API answered non-JSON.") from None
             if response.status == 404 and allow_404:
                 return None
-            if response.status in (429, 502, 503, 504) and attempt < self._max_attempts:
-                delay = retry_after_seconds(response.headers.get("Retry-After"), default=0.5)
-                if self._max_single_wait is not None:
-                    delay = min(delay, self._max_single_wait)
-                if waited + delay <= self._max_retry_wait:
-                    if on_retry is not None:
-                        on_retry(response.status)
-                    self._sleep(delay)
-                    waited += delay
+            retryable = response.status in RETRY_STATUSES
+            if retryable and attempt < self._max_attempts:
+                retry_after = response.headers.get("Retry-After")
+                slept = self._wait(response.status, retry_after, waited, on_retry)
+                if slept is not None:
+                    waited += slept
                     continue
             log.warning("Clerk API %s answered %s", path.split("/")[1], response.status)
             headers = {}
@@ -141,9 +152,27 @@ class ClerkApi:
                 f"Clerk's Backend API answered HTTP {response.status}; retry shortly.",
                 headers=headers,
                 upstream_status=response.status,
-                retryable=response.status in (429, 502, 503, 504),
+                retryable=retryable,
             )
         raise ClerkApiUnavailable()
+
+    def _wait(
+        self,
+        status: int | None,
+        retry_after: str | None,
+        waited: float,
+        on_retry: Callable[[int | None], None] | None,
+    ) -> float | None:
+        """Sleep before the next try if the budget allows and return how long; None if not."""
+        delay = retry_after_seconds(retry_after, default=0.5)
+        if self._max_single_wait is not None:
+            delay = min(delay, self._max_single_wait)
+        if waited + delay > self._max_retry_wait:
+            return None
+        if on_retry is not None:
+            on_retry(status)
+        self._sleep(delay)
+        return delay
 
 
 def retry_after_seconds(value: str | None, default: float) -> float:

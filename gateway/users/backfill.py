@@ -55,6 +55,7 @@ def backfill_api(
         max_attempts=MAX_ATTEMPTS_PER_PAGE,
         max_retry_wait_seconds=MAX_WAIT_SECONDS * (MAX_ATTEMPTS_PER_PAGE - 1),
         max_single_wait_seconds=MAX_WAIT_SECONDS,
+        retry_transport_errors=True,
         sleep=sleep,
     )
 
@@ -64,7 +65,7 @@ def fetch_user_pages(
 ) -> Iterator[list[Any]]:
     """Yield pages of Clerk user objects, oldest first, until a short page."""
 
-    def count_throttle(status: int) -> None:
+    def count_throttle(status: int | None) -> None:
         if status == 429 and counts is not None:
             counts.rate_limited += 1
 
@@ -83,7 +84,7 @@ def fetch_user_pages(
 def _failure(exc: ClerkApiUnavailable, offset: int) -> str:
     where = f"users page at offset {offset}"
     if exc.retryable:
-        return f"Gave up on the {where} after {MAX_ATTEMPTS_PER_PAGE} tries ({exc.detail})"
+        return f"Gave up on the {where} after {MAX_ATTEMPTS_PER_PAGE} tries: {exc.detail}"
     if exc.upstream_status is not None:
         # 401/403: a wrong CLERK_SECRET_KEY; other 4xx: a wrong CLERK_API_URL.
         return f"Clerk answered HTTP {exc.upstream_status} for the {where}."
