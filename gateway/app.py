@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 
 from gateway.config import Config
-from gateway.errors import register_error_handlers
+from gateway.errors import BadRequest, register_error_handlers
 from gateway.extensions import db, migrate
 from gateway.jobs import celery_init_app
 from gateway.logs import configure_logging, request_id_var
@@ -29,6 +30,7 @@ def create_app(config: Config | None = None) -> Flask:
     Path(config.instance_path).mkdir(parents=True, exist_ok=True)
 
     app = Flask(__name__, instance_path=config.instance_path)
+    app.json = RequestJSONProvider(app)
     app.config.update(
         GATEWAY=config,
         SQLALCHEMY_DATABASE_URI=config.database_url,
@@ -46,6 +48,20 @@ def create_app(config: Config | None = None) -> Flask:
     register_error_handlers(app)
     register_commands(app)
     return app
+
+
+class RequestJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with a body nested past the recursion limit read as invalid JSON.
+
+    json.loads raises RecursionError there, which request.get_json does not catch: without this,
+    `[[[[...` posted to any JSON route is a 500 instead of the route's own 400.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def engine_options(config: Config) -> dict[str, Any]:
@@ -69,6 +85,9 @@ def register_request_hooks(app: Flask) -> None:
         g.request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         g.request_started = time.perf_counter()
         request_id_var.set(g.request_id)
+        if _has_nul(request.path) or any(map(_has_nul, request.args.values())):
+            # PostgreSQL text cannot hold NUL: an id or filter carrying one would be a 500.
+            raise BadRequest("URLs may not contain NUL (%00) characters.")
 
     @app.after_request
     def log_request(response: Response) -> Response:
@@ -96,6 +115,10 @@ def register_request_hooks(app: Flask) -> None:
     hook.register(app)
 
 
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
+
+
 def redact_path(path: str) -> str:
     """The by-email admin route carries an email in its path; logs never show it."""
     if path.startswith("/webhooks/clerk/users/email/"):
@@ -104,7 +127,7 @@ def redact_path(path: str) -> str:
 
 
 def register_blueprints(app: Flask) -> None:
-    from gateway import health
+    from gateway import health, metrics, openapi
     from gateway.auth import routes as auth_routes
     from gateway.guards import routes as guards_routes
     from gateway.guards import runtime as guards_runtime
@@ -112,6 +135,8 @@ def register_blueprints(app: Flask) -> None:
     from gateway.webhooks import routes as webhooks
 
     app.register_blueprint(health.bp)
+    metrics.init_app(app)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(auth_routes.bp)
     guards_runtime.init_app(app)
     app.register_blueprint(guards_routes.bp)

@@ -106,6 +106,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Problem)
     def handle_problem(problem: Problem) -> Response:
+        g.problem_code = problem.code  # counted by /metrics (token failures by code)
         if problem.status >= 500:
             db.session.rollback()
         return problem_response(problem)

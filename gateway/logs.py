@@ -54,6 +54,9 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: int = logging.INFO) -> None:
     """Idempotent: gunicorn workers, Celery and the CLI all call create_app."""
+    # urllib3 logs request URLs, query strings included (a guard URL may carry its key, as in
+    # Azure Functions' ?code=); our clients log their own outcomes without URLs.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return

@@ -149,8 +149,14 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture(autouse=True)
 def clean_tables(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test that touched the database leaves it empty."""
+    """Every test that touched the database or the broker leaves them empty.
+
+    The broker too: ids restart with the tables, so a job a test left queued (a login's Stripe
+    job) would act on the next test's rows as soon as that test starts a worker.
+    """
     yield
+    if "redis_url" in request.fixturenames:
+        redis.Redis.from_url(request.getfixturevalue("redis_url")).flushdb()
     if "database_url" not in request.fixturenames:
         return
     url = request.getfixturevalue("database_url")

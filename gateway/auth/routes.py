@@ -25,13 +25,15 @@ _api_lock = threading.Lock()
 def login() -> Any:
     claims = _session_claims()
     result = service.login_user(db.session(), claims, clerk_api(current_app))
-    if result.announce:
+    body = {"user": result.user.to_public_dict(), "session": service.session_payload(claims)}
+    config: Config = current_app.config["GATEWAY"]
+    if config.biasguard_on_login:
+        # Raises on a refusal, before any job: a login BiasGuard refused announces nothing.
+        body["biasguard"] = check_login_with_biasguard(result.user, claims)
+    if result.announce and config.stripe_api_key:
         # After commit (login_user committed): the worker must see the row. A broker outage only
         # delays Stripe linking; the login still succeeds.
         enqueue(current_app, ENSURE_STRIPE_CUSTOMER, result.user.id)
-    body = {"user": result.user.to_public_dict(), "session": service.session_payload(claims)}
-    if current_app.config["GATEWAY"].biasguard_on_login:
-        body["biasguard"] = check_login_with_biasguard(result.user, claims)
     return jsonify(body)
 
 

@@ -52,7 +52,7 @@ def login_user(session: Session, claims: Claims, clerk_api: ClerkApi | None) -> 
             result = create_user_from_claims(session, claims.data)
         user = result.user
         announce = result.created or result.linked
-    if not user.is_active or user.deleted_at is not None:
+    if user.deactivated:
         session.rollback()
         raise UserDeactivated()
     session.commit()
@@ -64,7 +64,7 @@ def refresh_user(session: Session, claims: Claims) -> User:
     user = find_by_clerk_id(session, claims.sub)
     if user is None:
         raise UserNotFound("No user here for this session; log in first.")
-    if not user.is_active or user.deleted_at is not None:
+    if user.deactivated:
         raise UserDeactivated()
     return user
 

@@ -113,7 +113,7 @@ def ensure_stripe_customer(
         user = session.get(User, user_id)
         if user is None:
             return Outcome("user_not_found")
-        if not user.is_active or user.deleted_at is not None:
+        if user.deactivated:
             return Outcome("skipped_inactive")
         if user.stripe_customer_id:
             return Outcome("already_linked", user.stripe_customer_id)
@@ -144,7 +144,7 @@ def push_customer_changes(session: Session, client: stripe.StripeClient, user_id
         user = session.get(User, user_id)
         if user is None:
             return Outcome("user_not_found")
-        if not user.is_active or user.deleted_at is not None:
+        if user.deactivated:
             return Outcome("skipped_inactive", user.stripe_customer_id)
         customer_id = user.stripe_customer_id
         if customer_id and user.clerk_user_id:

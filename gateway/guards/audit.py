@@ -145,7 +145,15 @@ def write_guard_requests(session: Any, records: list[GuardRequestRecord]) -> Non
     session.execute(
         insert(GuardRequest),
         [
-            asdict(record) | {"user_id": user_ids.get(record.clerk_user_id or "")}
+            asdict(record)
+            | {"service": _storable(record.service)}
+            | {"user_id": user_ids.get(record.clerk_user_id or "")}
             for record in records
         ],
     )
+
+
+def _storable(text: str) -> str:
+    # An unknown service name is the client's: PostgreSQL text cannot hold NUL, and one such row
+    # would fail the whole batch, other callers' rows included.
+    return text.replace("\x00", "\ufffd")

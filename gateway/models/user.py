@@ -31,6 +31,11 @@ class User(Timestamps, Base):
     clerk_unsafe_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
 
+    @property
+    def deactivated(self) -> bool:
+        """Turned off here or deleted in Clerk: no login, no Stripe work."""
+        return not self.is_active or self.deleted_at is not None
+
     def to_public_dict(self) -> dict[str, Any]:
         """The user as the user sees it: never private_metadata (Clerk keeps it backend-only)."""
         return {

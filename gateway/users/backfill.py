@@ -1,23 +1,18 @@
 """Backfill: page through the Clerk Backend API's users and mirror each with the webhook rules.
 
 Webhooks only carry what happens after the endpoint is set up; this brings in everyone before.
-The HTTP code is local on purpose (a few lines of `requests`), so it does not depend on the login
-feature's Backend API client.
 """
 
 from __future__ import annotations
 
-import email.utils
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from typing import Any
 
-import requests
 from sqlalchemy.orm import Session
 
+from gateway.clerk_api import ClerkApi, ClerkApiUnavailable
 from gateway.errors import Problem
 from gateway.users.service import ClerkUser, lock_clerk_user, upsert_clerk_user
 
@@ -25,7 +20,6 @@ PAGE_SIZE = 100  # Clerk allows 1..500
 # A 429's Retry-After is honoured but bounded: a backfill waits, it never sleeps for an hour.
 MAX_WAIT_SECONDS = 30.0
 MAX_ATTEMPTS_PER_PAGE = 6
-HTTP_TIMEOUT = (5.0, 30.0)
 
 
 class BackfillFailed(Problem):
@@ -50,31 +44,51 @@ class BackfillCounts:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def fetch_user_pages(
-    api_url: str,
-    secret_key: str,
-    *,
-    page_size: int = PAGE_SIZE,
-    counts: BackfillCounts | None = None,
-    http: requests.Session | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[list[Any]]:
-    """Yield pages of Clerk user objects, oldest first, until a short page.
+def backfill_api(
+    api_url: str, secret_key: str, *, sleep: Callable[[float], None] = time.sleep
+) -> ClerkApi:
+    """The Backend API client with a batch job's patience: long Retry-Afters are shortened to
+    MAX_WAIT_SECONDS and waited out, up to MAX_ATTEMPTS_PER_PAGE tries per page."""
+    return ClerkApi(
+        api_url,
+        secret_key,
+        max_attempts=MAX_ATTEMPTS_PER_PAGE,
+        max_retry_wait_seconds=MAX_WAIT_SECONDS * (MAX_ATTEMPTS_PER_PAGE - 1),
+        max_single_wait_seconds=MAX_WAIT_SECONDS,
+        retry_transport_errors=True,
+        sleep=sleep,
+    )
 
-    Ordered by created_at ascending so users who sign up during the backfill land on later pages
-    instead of shifting the offsets of pages not yet read.
-    """
-    http = http or requests.Session()
-    url = f"{api_url.rstrip('/')}/users"
-    headers = {"Authorization": f"Bearer {secret_key}", "Accept": "application/json"}
+
+def fetch_user_pages(
+    api: ClerkApi, *, page_size: int = PAGE_SIZE, counts: BackfillCounts | None = None
+) -> Iterator[list[Any]]:
+    """Yield pages of Clerk user objects, oldest first, until a short page."""
+
+    def count_throttle(status: int | None) -> None:
+        if status == 429 and counts is not None:
+            counts.rate_limited += 1
+
     offset = 0
     while True:
-        params = {"limit": page_size, "offset": offset, "order_by": "created_at"}
-        page = _get_page(http, url, headers, params, counts, sleep)
-        yield page
+        try:
+            page = api.list_users(page_size, offset, on_retry=count_throttle)
+        except ClerkApiUnavailable as exc:
+            raise BackfillFailed(_failure(exc, offset)) from None
+        yield page  # entries that are not user objects are counted as invalid, not dropped
         if len(page) < page_size:
             return
         offset += len(page)
+
+
+def _failure(exc: ClerkApiUnavailable, offset: int) -> str:
+    where = f"users page at offset {offset}"
+    if exc.retryable:
+        return f"Gave up on the {where} after {MAX_ATTEMPTS_PER_PAGE} tries: {exc.detail}"
+    if exc.upstream_status is not None:
+        # 401/403: a wrong CLERK_SECRET_KEY; other 4xx: a wrong CLERK_API_URL.
+        return f"Clerk answered HTTP {exc.upstream_status} for the {where}."
+    return f"{exc.detail} ({where})"
 
 
 def backfill_users(
@@ -111,67 +125,3 @@ def backfill_users(
             else:
                 counts.unchanged += 1
     return counts
-
-
-def _get_page(
-    http: requests.Session,
-    url: str,
-    headers: dict[str, str],
-    params: dict[str, Any],
-    counts: BackfillCounts | None,
-    sleep: Callable[[float], None],
-) -> list[Any]:
-    where = f"users page at offset {params['offset']}"
-    last = "no answer"
-    for attempt in range(MAX_ATTEMPTS_PER_PAGE):
-        wait: float | None = None
-        try:
-            response = http.get(url, params=params, headers=headers, timeout=HTTP_TIMEOUT)
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        else:
-            if response.status_code == 429 or response.status_code >= 500:
-                last = f"HTTP {response.status_code}"
-                if response.status_code == 429 and counts is not None:
-                    counts.rate_limited += 1
-                wait = _retry_after(response.headers.get("Retry-After"))
-            elif response.status_code != 200:
-                # 401/403: a wrong CLERK_SECRET_KEY; other 4xx: a wrong CLERK_API_URL.
-                raise BackfillFailed(f"Clerk answered HTTP {response.status_code} for the {where}.")
-            else:
-                return _users_of(response, where)
-        if attempt + 1 < MAX_ATTEMPTS_PER_PAGE:
-            sleep(min(MAX_WAIT_SECONDS, wait if wait is not None else _backoff(attempt)))
-    raise BackfillFailed(f"Gave up on the {where} after {MAX_ATTEMPTS_PER_PAGE} tries ({last}).")
-
-
-def _users_of(response: requests.Response, where: str) -> list[Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise BackfillFailed(f"Clerk answered non-JSON for the {where}.") from None
-    # GET /v1/users answers a bare array; accept the paginated {"data": [...]} shape too.
-    users = body.get("data") if isinstance(body, dict) else body
-    if not isinstance(users, list):
-        raise BackfillFailed(f"Clerk answered an unexpected shape for the {where}.")
-    return users  # entries that are not user objects are counted as invalid, not dropped
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After is either seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-
-
-def _backoff(attempt: int) -> float:
-    return random.uniform(0.5, 1.0) * min(MAX_WAIT_SECONDS, 2.0**attempt)

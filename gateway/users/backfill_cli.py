@@ -10,7 +10,13 @@ from flask import current_app
 from gateway.cli import users as users_group
 from gateway.errors import Problem
 from gateway.extensions import db
-from gateway.users.backfill import PAGE_SIZE, BackfillCounts, backfill_users, fetch_user_pages
+from gateway.users.backfill import (
+    PAGE_SIZE,
+    BackfillCounts,
+    backfill_api,
+    backfill_users,
+    fetch_user_pages,
+)
 
 
 @users_group.command("backfill")
@@ -22,9 +28,8 @@ def backfill_command(page_size: int) -> None:
         click.echo("error: CLERK_SECRET_KEY is not set; the Backend API needs it.", err=True)
         sys.exit(1)
     counts = BackfillCounts()
-    pages = fetch_user_pages(
-        config.clerk_api_url, config.clerk_secret_key, page_size=page_size, counts=counts
-    )
+    api = backfill_api(config.clerk_api_url, config.clerk_secret_key)
+    pages = fetch_user_pages(api, page_size=page_size, counts=counts)
     try:
         backfill_users(db.session(), pages, counts)
     except Problem as exc:

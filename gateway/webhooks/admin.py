@@ -42,9 +42,13 @@ def admin_only(view: F) -> F:
             raise NotFound()  # unset: the admin surface does not exist
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not keys_match(given.strip(), keys):
-            raise AdminKeyInvalid(headers={"WWW-Authenticate": 'Bearer realm="admin"'})
+            challenge = 'Bearer realm="admin"'
+            if scheme.lower() == "bearer" and given.strip():
+                challenge += ', error="invalid_token"'  # RFC 6750: a key was given, and is wrong
+            raise AdminKeyInvalid(headers={"WWW-Authenticate": challenge})
         return view(*args, **kwargs)
 
+    wrapper.admin_key = True  # type: ignore[attr-defined]  # read by the OpenAPI document
     return public(wrapper)  # type: ignore[return-value]  # own key, not a Clerk session
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import kombu.exceptions
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.jobs import ENSURE_STRIPE_CUSTOMER, MARK_CUSTOMER_DELETED, PUSH_CUSTOMER_CHANGES
@@ -100,13 +100,7 @@ def apply_claimed_event(session: Session, event_id: int, attempt: int) -> Outcom
         # Before the row lock, always in this order: events of one user apply one at a time.
         lock_clerk_user(session, clerk_user_id)
     event = session.scalar(
-        select(WebhookEvent)
-        .where(
-            WebhookEvent.id == event_id,
-            WebhookEvent.status == EventStatus.PROCESSING,
-            WebhookEvent.attempts == attempt,
-        )
-        .with_for_update()
+        select(WebhookEvent).where(*_still_claimed(event_id, attempt)).with_for_update()
     )
     if event is None:
         # The sweep or a replay gave the event to another worker while this one was slow.
@@ -138,13 +132,7 @@ def release_claim(
         values["status"] = EventStatus.RECEIVED.value
     try:
         session.execute(
-            update(WebhookEvent)
-            .where(
-                WebhookEvent.id == event_id,
-                WebhookEvent.status == EventStatus.PROCESSING,
-                WebhookEvent.attempts == attempt,
-            )
-            .values(**values)
+            update(WebhookEvent).where(*_still_claimed(event_id, attempt)).values(**values)
         )
         session.commit()
     except TRANSIENT_ERRORS as exc:
@@ -215,3 +203,12 @@ def stripe_follow_ups(outcome: Outcome, stripe_enabled: bool) -> list[tuple[str,
         # Pushes the new email/name; creates the customer when the user has none yet.
         return [(PUSH_CUSTOMER_CHANGES, outcome.user_id)]
     return []
+
+
+def _still_claimed(event_id: int, attempt: int) -> tuple[ColumnElement[bool], ...]:
+    """The row is still this attempt's: a sweep that reclaimed it since bumped `attempts`."""
+    return (
+        WebhookEvent.id == event_id,
+        WebhookEvent.status == EventStatus.PROCESSING,
+        WebhookEvent.attempts == attempt,
+    )

@@ -84,7 +84,7 @@ def parse_event(body: bytes) -> ParsedEvent:
     text = body.decode("utf-8")  # verification already proved it is UTF-8
     try:
         payload = json.loads(text, parse_constant=_reject_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
         return _invalid(text, "not_json")
     if not isinstance(payload, dict):
         return _invalid(text, "not_an_object")

@@ -44,3 +44,21 @@ def test_clerk_api_wrong_secret_is_unavailable_not_a_crash(clerk_backend):
     api = ClerkApi(clerk_backend.url, "sk_test_wrong")
     with pytest.raises(ClerkApiUnavailable):
         api.get_user("user_1")
+
+
+def test_clerk_api_single_wait_cap_shortens_long_retry_after_and_reports_retries(clerk_backend):
+    slept: list[float] = []
+    retried: list[int] = []
+    api = ClerkApi(
+        clerk_backend.url,
+        SECRET_KEY,
+        sleep=slept.append,
+        max_retry_wait_seconds=10,
+        max_single_wait_seconds=4,
+    )
+    clerk_backend.add_user("user_1", "one@example.com")
+    clerk_backend.queued_errors = [(429, {"Retry-After": "3600"}), (503, {})]
+
+    assert api.get_json("/users/user_1", on_retry=retried.append)["id"] == "user_1"
+    assert slept == [4.0, 0.5]
+    assert retried == [429, 503]

@@ -7,31 +7,21 @@ import json
 import time
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from gateway.extensions import db
-from gateway.jobs import ENSURE_STRIPE_CUSTOMER
+from gateway.jobs import ENSURE_STRIPE_CUSTOMER, PING, enqueue
 from gateway.models import User
+from tests.support.broker import clear_queue, queued_tasks
 from tests.support.clerk import AUTHORIZED_PARTY, mint_token
 
 
 @pytest.fixture
 def queue(redis_url):
     """The tasks waiting on the broker's `gateway` queue, as (name, args)."""
-    client = redis.Redis.from_url(redis_url)
-    client.delete("gateway")
-
-    def read() -> list[tuple[str, list]]:
-        tasks = []
-        for raw in client.lrange("gateway", 0, -1):
-            message = json.loads(raw)
-            args = json.loads(base64.b64decode(message["body"]))[0]
-            tasks.append((message["headers"]["task"], args))
-        return tasks
-
-    yield read
-    client.delete("gateway")
+    clear_queue(redis_url)
+    yield lambda: queued_tasks(redis_url)
+    clear_queue(redis_url)
 
 
 def _wait_for(condition, timeout: float = 10.0) -> None:
@@ -54,9 +44,16 @@ def _users(app) -> list[User]:
         return users
 
 
+@pytest.fixture
+def stripe_app(make_app, clerk_env):
+    """A gateway with Stripe linking on: new users are announced to the billing worker."""
+    return make_app(**clerk_env, STRIPE_API_KEY="sk_test_login")
+
+
 def test_login_first_time_creates_user_from_backend_api(
-    clerk_app, clerk_keys, clerk_backend, queue
+    stripe_app, clerk_keys, clerk_backend, queue
 ):
+    clerk_app = stripe_app
     clerk_backend.add_user("user_new", "Ada@Example.com")
     token = mint_token(clerk_keys.primary, user_id="user_new")
     response = _login(clerk_app, token)
@@ -85,8 +82,9 @@ def test_login_first_time_creates_user_from_backend_api(
 
 
 def test_login_second_time_uses_local_row_without_api_or_job(
-    clerk_app, clerk_keys, clerk_backend, queue
+    stripe_app, clerk_keys, clerk_backend, queue
 ):
+    clerk_app = stripe_app
     clerk_backend.add_user("user_again", "again@example.com")
     first = _login(clerk_app, mint_token(clerk_keys.primary, user_id="user_again")).get_json()
     _wait_for(lambda: len(queue()) == 1)
@@ -96,6 +94,18 @@ def test_login_second_time_uses_local_row_without_api_or_job(
     assert second.get_json()["user"]["id"] == first["user"]["id"]
     assert len(clerk_backend.user_requests) == 1
     assert queue() == queue_after_first
+
+
+def test_login_first_time_without_stripe_key_enqueues_nothing(
+    clerk_app, clerk_keys, clerk_backend, queue
+):
+    clerk_backend.add_user("user_nostripe", "nostripe@example.com")
+    response = _login(clerk_app, mint_token(clerk_keys.primary, user_id="user_nostripe"))
+    assert response.status_code == 200
+    # A marker published after the response: the login's own publish would be there before it.
+    assert enqueue(clerk_app, PING)
+    _wait_for(lambda: queue() != [])
+    assert queue() == [(PING, [])]
 
 
 def test_login_links_existing_user_by_verified_email(clerk_app, clerk_keys, clerk_backend):

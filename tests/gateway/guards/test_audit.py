@@ -88,3 +88,15 @@ def test_audit_writer_idle_thread_exits_and_next_row_starts_a_new_one(app: Flask
 
     assert writer.flush(10)
     assert count_rows(app) == 2
+
+
+def test_audit_writer_nul_in_client_service_name_loses_no_row_of_its_batch(app: Flask) -> None:
+    writer = GuardAuditWriter(app, batch_size=50)
+    # An unknown service name is the client's: "bad\0name" posted to /api/v1/guards/process.
+    writer.submit(GuardRequestRecord("user_a", "bad\x00name", None, "guard_unknown", 0.0, "r-x"))
+    for i in range(9):
+        writer.submit(record(f"r{i}"))
+
+    assert writer.flush(10)
+    assert (writer.written, writer.dropped) == (10, 0)
+    assert count_rows(app) == 10

@@ -11,9 +11,12 @@ from sqlalchemy import select
 
 from gateway.config import Config, ConfigError
 from gateway.extensions import db
+from gateway.jobs import PING, enqueue
 from gateway.models import BiasguardAuditLog, User
 from tests.gateway.guards.upstream import Upstream
+from tests.support.broker import clear_queue, queued_tasks
 from tests.support.clerk import ISSUER, ClerkBackend
+from tests.support.polling import wait_until
 
 
 @pytest.fixture
@@ -195,3 +198,32 @@ def test_config_biasguard_on_login_without_biasguard_service_fails_at_start() ->
         Config.from_env(
             {"BIASGUARD_ON_LOGIN": "true", "GUARD_SERVICES": "tokenguard=http://127.0.0.1:1/x"}
         )
+
+
+@pytest.mark.parametrize(
+    ("path", "env", "status"),
+    [("/deny", {}, 403), (None, {"BIASGUARD_FAIL_CLOSED": "true"}, 503)],
+    ids=["denied", "fail_closed"],
+)
+def test_login_biasguard_refused_new_user_enqueues_nothing(
+    biasguard_app: Callable[..., Flask],
+    mint: Callable[..., str],
+    redis_url: str,
+    path: str | None,
+    env: dict[str, str],
+    status: int,
+) -> None:
+    app = biasguard_app(path, STRIPE_API_KEY="sk_test_biasguard", **env)
+    clear_queue(redis_url)
+
+    response = login(app, mint("user_gus", email="gus@example.com"))
+
+    assert response.status_code == status
+    (row,) = audit_rows(app)
+    assert row.clerk_user_id == "user_gus"
+    # A marker published after the response: once it is on the queue, any job the login
+    # published (before its response) would be there too.
+    assert enqueue(app, PING)
+    tasks = wait_until(lambda: queued_tasks(redis_url), timeout=10)
+    clear_queue(redis_url)
+    assert tasks == [(PING, [])]

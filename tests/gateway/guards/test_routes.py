@@ -186,6 +186,37 @@ def test_process_malformed_body_answers_400_invalid_body(
     assert upstream.hits == []
 
 
+@pytest.mark.parametrize("nested", ["[" * 100_000 + "]" * 100_000, '{"a":' * 100_000])
+def test_process_json_nested_past_recursion_limit_answers_400_invalid_body(
+    guard_app: Flask, upstream: Upstream, mint: Callable[..., str], nested: str
+) -> None:
+    response = guard_app.test_client().post(
+        "/api/v1/guards/process",
+        data=nested,
+        headers={"Authorization": f"Bearer {mint('user_a')}", "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "invalid_body"
+    assert upstream.hits == []
+
+
+def test_process_body_over_2_mib_answers_413_problem(
+    guard_app: Flask, upstream: Upstream, mint: Callable[..., str]
+) -> None:
+    body = '{"service": "echo", "payload": {"blob": "' + "x" * (3 * 1024 * 1024) + '"}}'
+    response = guard_app.test_client().post(
+        "/api/v1/guards/process",
+        data=body,
+        headers={"Authorization": f"Bearer {mint('user_a')}", "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 413
+    assert response.content_type == "application/problem+json"
+    assert response.get_json()["code"] == "payload_too_large"
+    assert upstream.hits == []
+
+
 def test_process_non_json_request_answers_400_invalid_body(
     guard_app: Flask, mint: Callable[..., str]
 ) -> None:
@@ -303,3 +334,21 @@ def test_list_guards_clerk_disabled_answers_without_session(
 
     assert response.status_code == 200
     assert response.get_json()["services"][0] == {"name": "echo", "circuit": "closed"}
+
+
+def test_process_unreachable_guard_url_query_never_logged(
+    make_app: Callable[..., Flask],
+    guard_env: dict[str, str],
+    closed_port: int,
+    mint: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Some hosted functions take their key in the URL (Azure Functions' ?code=...).
+    url = f"http://127.0.0.1:{closed_port}/check?code=guard-url-secret"
+    app = make_app(**(guard_env | {"GUARD_SERVICES": f"keyed={url}"}))
+    caplog.set_level(logging.DEBUG)
+
+    response = process(app.test_client(), mint("user_a"), {"service": "keyed", "payload": {}})
+
+    assert response.status_code == 503
+    assert "guard-url-secret" not in caplog.text

@@ -208,9 +208,33 @@ def test_fetch_user_pages_endless_429_waits_bounded_then_fails(httpserver):
 
     httpserver.expect_request("/v1/users").respond_with_handler(always_throttled)
     waits: list[float] = []
-    pages = backfill.fetch_user_pages(httpserver.url_for("/v1"), SECRET, sleep=waits.append)
+    api = backfill.backfill_api(httpserver.url_for("/v1"), SECRET, sleep=waits.append)
+    pages = backfill.fetch_user_pages(api)
 
     with pytest.raises(backfill.BackfillFailed, match="Gave up"):
         next(pages)
     assert waits == [backfill.MAX_WAIT_SECONDS] * (backfill.MAX_ATTEMPTS_PER_PAGE - 1)
     assert len(httpserver.log) == backfill.MAX_ATTEMPTS_PER_PAGE
+
+
+def test_fetch_user_pages_unreachable_api_retries_bounded_then_fails():
+    from tests.support.processes import free_port
+
+    waits: list[float] = []
+    api = backfill.backfill_api(f"http://127.0.0.1:{free_port()}/v1", SECRET, sleep=waits.append)
+
+    with pytest.raises(backfill.BackfillFailed, match="Gave up"):
+        next(backfill.fetch_user_pages(api))
+    assert len(waits) == backfill.MAX_ATTEMPTS_PER_PAGE - 1
+
+
+def test_fetch_user_pages_clerk_500_then_page_is_retried(httpserver):
+    answers = [Response("{}", status=500), Response(json.dumps([clerk_user(1)]), status=200)]
+    httpserver.expect_request("/v1/users").respond_with_handler(lambda request: answers.pop(0))
+    waits: list[float] = []
+    api = backfill.backfill_api(httpserver.url_for("/v1"), SECRET, sleep=waits.append)
+
+    pages = list(backfill.fetch_user_pages(api))
+
+    assert [user["id"] for page in pages for user in page] == ["user_0001"]
+    assert len(waits) == 1

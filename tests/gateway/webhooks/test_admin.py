@@ -69,7 +69,10 @@ def test_admin_route_wrong_or_missing_key_is_401(client, method, path, header):
 
     assert response.status_code == 401
     assert response.json["code"] == "admin_key_invalid"
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer")
+    key_given = header is not None and header.startswith("Bearer ") and header.strip() != "Bearer"
+    assert ('error="invalid_token"' in challenge) == key_given
 
 
 def test_admin_show_user_returns_full_record(app, client):
@@ -296,3 +299,20 @@ def test_webhook_and_admin_views_marked_public_for_clerk_hook(app, endpoint):
 
     # The Clerk session hook skips these: they authenticate by signature or admin key.
     assert is_public(app.view_functions[endpoint])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/webhooks/clerk/users/user%00x"),
+        ("GET", "/webhooks/clerk/users/email/a%00b@example.com"),
+        ("GET", "/admin/webhook-events?type=user.%00created"),
+        ("POST", "/admin/webhook-events/msg%00x/replay"),
+    ],
+)
+def test_admin_route_nul_in_url_is_400_not_500(client, method, path):
+    response = client.open(path, method=method, headers=AUTH)
+
+    assert response.status_code == 400
+    assert response.content_type == "application/problem+json"
+    assert response.json["code"] == "bad_request"

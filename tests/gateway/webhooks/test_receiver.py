@@ -94,6 +94,7 @@ def test_receive_unknown_type_stored_ignored_and_acknowledged(app, client):
         (b"this is not json", "not_json"),
         (b"[1, 2, 3]", "not_an_object"),
         (b'{"type": "user.created", "value": NaN}', "not_json"),
+        (b"[" * 100_000 + b"]" * 100_000, "not_json"),  # nested past Python's recursion limit
         (b'{"data": {"id": "user_x"}}', "no_type"),
         (b'{"type": "user.updated", "data": {}}', "no_user_id"),
     ],

@@ -1,0 +1,44 @@
+"""GET /openapi.json: every route and every problem code, generated from the app."""
+
+from __future__ import annotations
+
+from gateway.errors import Problem
+
+
+def test_openapi_lists_every_route_and_problem_code(make_app):
+    app = make_app(ADMIN_API_KEYS="k1")
+
+    response = app.test_client().get("/openapi.json")
+
+    assert response.status_code == 200
+    document = response.get_json()
+    assert document["openapi"].startswith("3.1")
+    paths = document["paths"]
+    for path, method in [
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/auth/refresh", "post"),
+        ("/api/v1/guards/process", "post"),
+        ("/api/v1/guards", "get"),
+        ("/webhooks/clerk", "post"),
+        ("/webhooks/clerk/users/{clerk_user_id}", "get"),
+        ("/webhooks/clerk/users/email/{email}", "get"),
+        ("/admin/webhook-events", "get"),
+        ("/admin/webhook-events/{svix_id}/replay", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ]:
+        assert method in paths.get(path, {}), (path, method)
+    assert paths["/api/v1/auth/login"]["post"]["security"] == [{"clerkSession": []}]
+    assert paths["/admin/webhook-events"]["get"]["security"] == [{"adminKey": []}]
+    assert "security" not in paths["/webhooks/clerk"]["post"]
+    codes = document["x-problem-codes"]
+    for code in [
+        "token_missing", "token_expired", "jwk_remote_failed_to_load", "clerk_disabled",
+        "user_not_found", "guard_timeout", "biasguard_denied", "webhook_signature_invalid",
+        "payload_too_large", "admin_key_invalid",
+    ]:  # fmt: skip
+        assert codes[code]["status"] == Problem.registry[code].status
+    enum = document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+    assert set(enum) == set(codes)
