@@ -46,9 +46,15 @@ def localstripe(localstripe_server: str) -> str:
 
 
 @pytest.fixture
-def stripe_worker(worker_factory: Any, localstripe: str) -> Proc:
+def stripe_env(localstripe: str) -> dict[str, str]:
+    """Every process of a deployment shares one environment: web and worker both see Stripe."""
+    return {"STRIPE_API_KEY": TEST_KEY, "STRIPE_API_BASE": localstripe}
+
+
+@pytest.fixture
+def stripe_worker(worker_factory: Any, stripe_env: dict[str, str]) -> Proc:
     """A real worker process with Stripe linking on, talking to localstripe."""
-    return worker_factory(STRIPE_API_KEY=TEST_KEY, STRIPE_API_BASE=localstripe)
+    return worker_factory(**stripe_env)
 
 
 def user_row(app: Flask, clerk_user_id: str) -> dict[str, Any] | None:
@@ -108,9 +114,8 @@ def billing_lines(worker: Proc) -> list[str]:
 
 
 @pytest.fixture
-def webhook_app(make_app: Any, clerk_env: dict[str, str]) -> Flask:
-    # The web side has no Stripe key: only the worker talks to Stripe.
-    return make_app(CLERK_WEBHOOK_SECRET=SECRET, **clerk_env)
+def webhook_app(make_app: Any, clerk_env: dict[str, str], stripe_env: dict[str, str]) -> Flask:
+    return make_app(CLERK_WEBHOOK_SECRET=SECRET, **clerk_env, **stripe_env)
 
 
 def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_customer(
@@ -185,8 +190,16 @@ def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_custo
 
 
 def test_first_login_with_worker_links_user_to_one_stripe_customer(
-    clerk_app, clerk_backend, auth_headers, stripe_worker, localstripe, redis_url
+    make_app,
+    clerk_env,
+    stripe_env,
+    clerk_backend,
+    auth_headers,
+    stripe_worker,
+    localstripe,
+    redis_url,
 ):
+    clerk_app = make_app(**clerk_env, **stripe_env)
     clerk_id = new_user_id()
     clerk_backend.add_user(clerk_id, "Ada@Example.com")
     client = clerk_app.test_client()
@@ -208,12 +221,19 @@ def test_first_login_with_worker_links_user_to_one_stripe_customer(
 
 
 def test_first_login_then_newer_user_created_webhook_one_customer_with_new_name(
-    make_app, clerk_env, clerk_backend, auth_headers, stripe_worker, localstripe, redis_url
+    make_app,
+    clerk_env,
+    stripe_env,
+    clerk_backend,
+    auth_headers,
+    stripe_worker,
+    localstripe,
+    redis_url,
 ):
     # Clerk sends user.created around sign-up; the first login may well come before it lands.
     # Here the event is newer than what the login fetched (a name was set meanwhile): the login's
     # ensure job and the event's push job race for the same user in a two-process worker.
-    app = make_app(CLERK_WEBHOOK_SECRET=SECRET, **clerk_env)
+    app = make_app(CLERK_WEBHOOK_SECRET=SECRET, **clerk_env, **stripe_env)
     client = app.test_client()
     clerk_id = new_user_id()
     clerk_backend.add_user(clerk_id, "grace@example.com")
