@@ -97,11 +97,16 @@ def load(port: int, path: str, headers: dict[str, str], seconds: float, threads:
     flat = sorted(x for per in latencies for x in per)
     if not flat:
         raise SystemExit(f"no successful request to {path}")
+    return {"path": path, "latencies": flat, "errors": sum(errors), "elapsed": elapsed}
+
+
+def combine(path: str, parts: list[dict]) -> dict:
+    flat = sorted(x for part in parts for x in part["latencies"])
     return {
         "path": path,
         "requests": len(flat),
-        "errors": sum(errors),
-        "rps": len(flat) / elapsed,
+        "errors": sum(part["errors"] for part in parts),
+        "rps": len(flat) / sum(part["elapsed"] for part in parts),
         "p50_ms": flat[len(flat) // 2] * 1000,
         "p99_ms": flat[min(len(flat) - 1, int(len(flat) * 0.99))] * 1000,
     }
@@ -111,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=4, help="alternations of the two routes")
     args = parser.parse_args()
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -143,10 +149,17 @@ def main() -> None:
                 f"load: {args.threads} keep-alive clients, {args.seconds:.0f} s per route"
             )
             auth = {"Authorization": f"Bearer {token}"}
-            results = [
-                load(port, "/healthz", {}, args.seconds, args.threads),
-                load(port, "/api/v1/auth/me", auth, args.seconds, args.threads),
-            ]
+            # Keep-alive connections stick to the gunicorn process that accepted them, so one
+            # phase can land unevenly on the workers: warm up first, then alternate the routes in
+            # short rounds with fresh connections and add the rounds up.
+            load(port, "/healthz", {}, 2.0, args.threads)
+            rounds: dict[str, list[dict]] = {"/healthz": [], "/api/v1/auth/me": []}
+            for _ in range(args.rounds):
+                for path, headers in (("/healthz", {}), ("/api/v1/auth/me", auth)):
+                    rounds[path].append(
+                        load(port, path, headers, args.seconds / args.rounds, args.threads)
+                    )
+            results = [combine(path, parts) for path, parts in rounds.items()]
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
