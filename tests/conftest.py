@@ -30,7 +30,7 @@ from tests.support.processes import (
 )
 
 # Shared Clerk doubles: clerk_keys, jwks_server, clerk_backend, clerk_env, clerk_app, auth_headers.
-pytest_plugins = ["tests.support.clerk"]
+pytest_plugins = ["tests.support.clerk", "tests.support.stripe"]
 
 # Where PostgreSQL lives; the Makefile makes sure it answers. Several checkouts on one machine get
 # their own database, named after the checkout's path. Redis is a private redis-server per test

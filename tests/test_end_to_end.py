@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from gateway.extensions import db
 from gateway.models import User, WebhookEvent
 from tests.support.polling import wait_until
 from tests.support.processes import Proc
-from tests.support.stripe import TEST_KEY, flush, list_customers, run_localstripe
+from tests.support.stripe import TEST_KEY, list_customers
 from tests.support.svix import SECRET, clerk_event, new_msg_id, new_user_id, post_event
 
 pytestmark = pytest.mark.slow
@@ -31,18 +30,6 @@ BROKER_KEYS = ("gateway", "unacked", "unacked_index", "unacked_mutex")
 @pytest.fixture(autouse=True)
 def empty_broker(redis_url: str) -> None:
     redis.Redis.from_url(redis_url).delete(*BROKER_KEYS)
-
-
-@pytest.fixture(scope="module")
-def localstripe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with run_localstripe(tmp_path_factory.mktemp("localstripe")) as url:
-        yield url
-
-
-@pytest.fixture
-def localstripe(localstripe_server: str) -> str:
-    flush(localstripe_server)
-    return localstripe_server
 
 
 @pytest.fixture

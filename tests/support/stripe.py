@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.support.processes import Proc, free_port, wait_for_port
@@ -25,6 +26,20 @@ def run_localstripe(log_dir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def localstripe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One localstripe process per test session, on 127.0.0.1."""
+    with run_localstripe(tmp_path_factory.mktemp("localstripe")) as url:
+        yield url
+
+
+@pytest.fixture
+def localstripe(localstripe_server: str) -> str:
+    """localstripe, emptied for this test."""
+    flush(localstripe_server)
+    return localstripe_server
 
 
 def flush(base_url: str) -> None:

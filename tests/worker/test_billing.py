@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from werkzeug import Request, Response
@@ -21,27 +20,13 @@ from tests.support.stripe import (
     TEST_KEY,
     add_user,
     customer_json,
-    flush,
     list_customers,
     log_lines,
-    run_localstripe,
     stripe_error,
     wait_for_lines,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def localstripe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with run_localstripe(tmp_path_factory.mktemp("localstripe")) as url:
-        yield url
-
-
-@pytest.fixture
-def localstripe(localstripe_server: str) -> str:
-    flush(localstripe_server)
-    return localstripe_server
 
 
 def outcome_of(line: str) -> str:
