@@ -29,7 +29,8 @@ def create_app(config: Config | None = None) -> Flask:
     configure_logging()
     Path(config.instance_path).mkdir(parents=True, exist_ok=True)
 
-    app = Flask(__name__, instance_path=config.instance_path)
+    # No static folder: the gateway serves JSON only, and an unused route is one more to document.
+    app = Flask(__name__, instance_path=config.instance_path, static_folder=None)
     app.json = RequestJSONProvider(app)
     app.config.update(
         GATEWAY=config,
