@@ -41,5 +41,12 @@ format: install
 migrate: install
 	$(BIN)/flask --app wsgi db upgrade
 
+# The benchmarks of bench/README.md, each bounded (about 2 minutes in all); loopback only.
+bench: install services
+	$(BIN)/python bench/verify_tokens.py --seconds 3
+	$(BIN)/python bench/auth_route.py --seconds 8 --threads 8
+	$(BIN)/python bench/guard_overhead.py --rate 100 --seconds 10
+	$(BIN)/python -m bench.webhook_ack --rate 50 --seconds 10 --clients 16
+
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache
