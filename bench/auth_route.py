@@ -14,47 +14,23 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+import jwt  # noqa: E402 - after the path fix, so the script runs from anywhere
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
+from bench.common import wait_for_http  # noqa: E402
+from tests.support.processes import free_port, start_gunicorn  # noqa: E402
+
 ISSUER = "https://clerk.bench.test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_gunicorn(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    argv = [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
-            "wsgi:app"]  # fmt: skip
-    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit(f"gunicorn did not start:\n{log_path.read_text()[-2000:]}")
 
 
 def load(port: int, path: str, headers: dict[str, str], seconds: float, threads: int) -> dict:
@@ -139,7 +115,8 @@ def main() -> None:
                      "CLERK_JWKS_URL", "CLERK_SECRET_KEY"):  # fmt: skip
             os.environ.pop(name, None)
         port = free_port()
-        proc = start_gunicorn(env, port, Path(instance) / "gunicorn.log")
+        proc = start_gunicorn(env, Path(instance) / "gunicorn.log", port)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
         try:
             cpus = os.cpu_count() or 1
             workers = os.environ.get("WEB_CONCURRENCY") or f"min(CPUs, 4) = {min(cpus, 4)}"
@@ -161,8 +138,7 @@ def main() -> None:
                     )
             results = [combine(path, parts) for path, parts in rounds.items()]
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
+            proc.stop(timeout=20)
     for r in results:
         print(
             f"{r['path']:<18} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "

@@ -1,10 +1,11 @@
-"""Shared set-up for the webhook benchmarks: a fresh database, a private Redis, signed bodies."""
+"""Shared set-up for the benchmarks: a migrated database, a private Redis, signed bodies, stats."""
 
 from __future__ import annotations
 
 import json
 import os
 import statistics
+import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -22,24 +23,16 @@ RESULTS = ROOT / "bench" / "results"
 
 
 @contextmanager
-def bench_services(name: str) -> Iterator[dict[str, str]]:
-    """A migrated database and a private redis-server; yields the processes' environment."""
+def migrated_database(name: str) -> Iterator[str]:
+    """A fresh `cg_bench_<n>` database, migrated as the release phase does; dropped afterwards."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True)
     admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
     admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    port = free_port()
-    redis = start_redis_server(port, RESULTS / f"{name}-redis.log")
-    env = {
-        "DATABASE_URL": f"{PG_SERVER}/{BENCH_DB}",
-        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-        "CLERK_WEBHOOK_SECRET": SECRET,
-        "GATEWAY_INSTANCE_PATH": str(RESULTS / "instance"),
-        # Beat is not running in the benchmarks; the sweep would only add duplicate messages.
-        "WEBHOOK_SWEEP_SECONDS": "3600",
-    }
+    url = f"{PG_SERVER}/{BENCH_DB}"
+    env = {"DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": str(RESULTS / "instance")}
     migrate = Proc(
-        [str(Path(os.sys.executable).parent / "flask"), "--app", "wsgi", "db", "upgrade"],
+        [str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "db", "upgrade"],
         env,
         RESULTS / f"{name}-migrate.log",
     )
@@ -47,11 +40,29 @@ def bench_services(name: str) -> Iterator[dict[str, str]]:
         raise SystemExit(migrate.output())
     migrate.stop()
     try:
-        yield env
+        yield url
     finally:
-        redis.stop()
         admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
         admin.close()
+
+
+@contextmanager
+def bench_services(name: str) -> Iterator[dict[str, str]]:
+    """A migrated database and a private redis-server; yields the processes' environment."""
+    with migrated_database(name) as database_url:
+        port = free_port()
+        redis = start_redis_server(port, RESULTS / f"{name}-redis.log")
+        try:
+            yield {
+                "DATABASE_URL": database_url,
+                "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                "CLERK_WEBHOOK_SECRET": SECRET,
+                "GATEWAY_INSTANCE_PATH": str(RESULTS / "instance"),
+                # Beat is not running in the benchmarks; the sweep would only add duplicates.
+                "WEBHOOK_SWEEP_SECONDS": "3600",
+            }
+        finally:
+            redis.stop()
 
 
 def signed_requests(

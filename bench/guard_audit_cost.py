@@ -2,16 +2,14 @@
 
     .venv/bin/python bench/guard_audit_cost.py --rows 2000
 
-Needs PostgreSQL: DATABASE_URL, or the `cg_bench_guards` database that guard_overhead.py creates
-(recreated and migrated here too).
+Needs PostgreSQL: a `cg_bench_<n>` database is created and migrated on TEST_PG_SERVER, then
+dropped.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from bench.guard_overhead import bench_database  # noqa: E402
+from bench.common import migrated_database, percentile  # noqa: E402
 from gateway import create_app  # noqa: E402
 from gateway.config import Config  # noqa: E402
 from gateway.extensions import db  # noqa: E402
@@ -34,31 +32,23 @@ def record(i: int) -> GuardRequestRecord:
     return GuardRequestRecord("user_bench", "echo", 200, "ok", 1.5, f"req-{i}")
 
 
-def percentile(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2000)
     args = parser.parse_args()
-    database_url = bench_database()
+    with migrated_database("audit-cost") as database_url:
+        measure(args.rows, database_url)
+
+
+def measure(rows: int, database_url: str) -> None:
     env = {"DATABASE_URL": database_url, "GATEWAY_INSTANCE_PATH": tempfile.mkdtemp()}
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=True,
-        capture_output=True,
-    )
     app = create_app(Config.from_env(env))
     with app.app_context():
         db.session.add(User(clerk_user_id="user_bench", email="bench@example.com"))
         db.session.commit()
 
         inline: list[float] = []
-        for i in range(args.rows):
+        for i in range(rows):
             started = time.perf_counter()
             write_guard_requests(db.session, [record(i)])
             db.session.commit()
@@ -67,26 +57,26 @@ def main() -> None:
     writer = GuardAuditWriter(app)
     submit: list[float] = []
     started_all = time.perf_counter()
-    for i in range(args.rows):
+    for i in range(rows):
         started = time.perf_counter()
         writer.submit(record(i))
         submit.append((time.perf_counter() - started) * 1000)
     assert writer.flush(60)
     drained = time.perf_counter() - started_all
     with app.app_context():
-        rows = db.session.scalar(text("SELECT count(*) FROM guard_requests"))
+        stored = db.session.scalar(text("SELECT count(*) FROM guard_requests"))
         db.session.execute(text("TRUNCATE guard_requests, users RESTART IDENTITY CASCADE"))
         db.session.commit()
 
-    print(f"rows per method: {args.rows} (table holds {rows}; {writer.dropped} dropped)")
+    print(f"rows per method: {rows} (table holds {stored}; {writer.dropped} dropped)")
     print(
         f"inline insert+commit per request: p50 {statistics.median(inline):.3f} ms,"
-        f" p99 {percentile(inline, 0.99):.3f} ms"
+        f" p99 {percentile(inline, 99):.3f} ms"
     )
     print(
         f"background writer, on the request: p50 {statistics.median(submit) * 1000:.1f} us,"
-        f" p99 {percentile(submit, 0.99) * 1000:.1f} us;"
-        f" drained {args.rows / drained:.0f} rows/s in batches"
+        f" p99 {percentile(submit, 99) * 1000:.1f} us;"
+        f" drained {rows / drained:.0f} rows/s in batches"
     )
 
 

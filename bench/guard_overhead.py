@@ -10,18 +10,18 @@ Latency is measured from each request's scheduled send time (no coordinated omis
 
     .venv/bin/python bench/guard_overhead.py --rate 200 --seconds 10
 
-Needs PostgreSQL (the gateway writes guard_requests rows): DATABASE_URL, or a `cg_bench_guards`
-database created on TEST_PG_SERVER (default postgresql://root:root@127.0.0.1:5432).
+Needs PostgreSQL (the gateway writes guard_requests rows): a `cg_bench_<n>` database is created
+and migrated on TEST_PG_SERVER (default postgresql://root:root@127.0.0.1:5432), dropped after.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +37,7 @@ import psycopg  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
+from bench.common import migrated_database  # noqa: E402
 from tests.support.processes import BIN, Proc, free_port, start_gunicorn, wait_for_port  # noqa: E402
 
 MAX_SECONDS = 20.0
@@ -127,17 +128,12 @@ def warm(target: Target, n: int = 200) -> None:
     conn.close()
 
 
-def bench_database() -> str:
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
-    server = os.environ.get("TEST_PG_SERVER", "postgresql://root:root@127.0.0.1:5432")
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "cg_bench_guards" WITH (FORCE)')
-        conn.execute('CREATE DATABASE "cg_bench_guards"')
-    return f"{server}/cg_bench_guards"
-
-
 def main() -> None:
+    with contextlib.ExitStack() as stack:
+        run(stack)
+
+
+def run(stack: contextlib.ExitStack) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=200, help="fixed-rate phase, requests/s")
     parser.add_argument("--seconds", type=float, default=10, help=f"per phase (max {MAX_SECONDS})")
@@ -172,7 +168,7 @@ def main() -> None:
         algorithm="RS256",
         headers={"kid": "bench"},
     )
-    database_url = bench_database()
+    database_url = stack.enter_context(migrated_database("guards"))
     env = {
         "DATABASE_URL": database_url,
         "GATEWAY_INSTANCE_PATH": str(tmp),
@@ -180,13 +176,6 @@ def main() -> None:
         "CLERK_ISSUER": ISSUER,
         "GUARD_SERVICES": f"echo=http://127.0.0.1:{upstream_port}/check",
     }
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=True,
-        capture_output=True,
-    )
     gateway_port = free_port()
     gateway = start_gunicorn(env, tmp / "gunicorn.log", gateway_port)
     try:
