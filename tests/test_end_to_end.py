@@ -101,14 +101,15 @@ def billing_lines(worker: Proc) -> list[str]:
 
 
 @pytest.fixture
-def webhook_app(make_app: Any, clerk_env: dict[str, str], stripe_env: dict[str, str]) -> Flask:
+def deployed_app(make_app: Any, clerk_env: dict[str, str], stripe_env: dict[str, str]) -> Flask:
+    """The web process as deployed: Clerk sessions, signed webhooks and Stripe all configured."""
     return make_app(CLERK_WEBHOOK_SECRET=SECRET, **clerk_env, **stripe_env)
 
 
 def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_customer(
-    webhook_app, stripe_worker, localstripe, redis_url, auth_headers, clerk_backend
+    deployed_app, stripe_worker, localstripe, redis_url, auth_headers, clerk_backend
 ):
-    client = webhook_app.test_client()
+    client = deployed_app.test_client()
     clerk_id = new_user_id()
 
     # Created, delivered three times before the worker is done: Svix's retry of the same message
@@ -127,8 +128,8 @@ def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_custo
         (200, True),
         (200, False),
     ]
-    wait_processed(webhook_app, created_id, other_id)
-    linked = wait_until(lambda: (user_row(webhook_app, clerk_id) or {}).get("stripe_customer_id"))
+    wait_processed(deployed_app, created_id, other_id)
+    linked = wait_until(lambda: (user_row(deployed_app, clerk_id) or {}).get("stripe_customer_id"))
     wait_idle(redis_url)
 
     [customer] = list_customers(localstripe)
@@ -142,9 +143,9 @@ def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_custo
     )
     updated_id = new_msg_id()
     assert post_event(client, updated, updated_id).status_code == 200
-    wait_processed(webhook_app, updated_id)
+    wait_processed(deployed_app, updated_id)
     wait_until(lambda: list_customers(localstripe)[0]["email"] == "second@example.com")
-    assert user_row(webhook_app, clerk_id)["email"] == "second@example.com"
+    assert user_row(deployed_app, clerk_id)["email"] == "second@example.com"
     # The user signs in: found locally (no Backend API call), already linked by the worker.
     login = client.post("/api/v1/auth/login", headers=auth_headers(clerk_id))
     assert login.status_code == 200, login.get_data(as_text=True)
@@ -155,13 +156,13 @@ def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_custo
     deleted = clerk_event("user.deleted", clerk_id)
     deleted_id = new_msg_id()
     assert post_event(client, deleted, deleted_id).status_code == 200
-    wait_processed(webhook_app, deleted_id)
+    wait_processed(deployed_app, deleted_id)
     marked = wait_until(
         lambda: list_customers(localstripe)[0]["metadata"].get("clerk_deleted_at"), timeout=30
     )
     wait_idle(redis_url)
 
-    user = user_row(webhook_app, clerk_id)
+    user = user_row(deployed_app, clerk_id)
     assert user["is_active"] is False and user["deleted_at"]
     assert user["stripe_customer_id"] == linked
     [customer] = list_customers(localstripe)
@@ -177,24 +178,16 @@ def test_clerk_webhooks_created_updated_deleted_mirror_user_and_one_stripe_custo
 
 
 def test_first_login_with_worker_links_user_to_one_stripe_customer(
-    make_app,
-    clerk_env,
-    stripe_env,
-    clerk_backend,
-    auth_headers,
-    stripe_worker,
-    localstripe,
-    redis_url,
+    deployed_app, clerk_backend, auth_headers, stripe_worker, localstripe, redis_url
 ):
-    clerk_app = make_app(**clerk_env, **stripe_env)
     clerk_id = new_user_id()
     clerk_backend.add_user(clerk_id, "Ada@Example.com")
-    client = clerk_app.test_client()
+    client = deployed_app.test_client()
 
     first = client.post("/api/v1/auth/login", headers=auth_headers(clerk_id))
     assert first.status_code == 200, first.get_data(as_text=True)
     assert first.json["user"]["stripe_customer_id"] is None  # linked by the worker, after
-    linked = wait_until(lambda: (user_row(clerk_app, clerk_id) or {}).get("stripe_customer_id"))
+    linked = wait_until(lambda: (user_row(deployed_app, clerk_id) or {}).get("stripe_customer_id"))
     again = client.post("/api/v1/auth/login", headers=auth_headers(clerk_id))
     wait_idle(redis_url)
 
@@ -208,19 +201,12 @@ def test_first_login_with_worker_links_user_to_one_stripe_customer(
 
 
 def test_first_login_then_newer_user_created_webhook_one_customer_with_new_name(
-    make_app,
-    clerk_env,
-    stripe_env,
-    clerk_backend,
-    auth_headers,
-    stripe_worker,
-    localstripe,
-    redis_url,
+    deployed_app, clerk_backend, auth_headers, stripe_worker, localstripe, redis_url
 ):
     # Clerk sends user.created around sign-up; the first login may well come before it lands.
     # Here the event is newer than what the login fetched (a name was set meanwhile): the login's
     # ensure job and the event's push job race for the same user in a two-process worker.
-    app = make_app(CLERK_WEBHOOK_SECRET=SECRET, **clerk_env, **stripe_env)
+    app = deployed_app
     client = app.test_client()
     clerk_id = new_user_id()
     clerk_backend.add_user(clerk_id, "grace@example.com")
