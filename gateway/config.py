@@ -7,7 +7,7 @@ import binascii
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,7 +62,6 @@ class Config:
     # Publishing must never hang a request: a stopped-but-open Redis otherwise blocks forever.
     broker_publish_timeout_seconds: float = 1.0
     readiness_timeout_seconds: float = 2.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def dev_mode(self) -> bool:
@@ -84,9 +83,6 @@ class Config:
     @property
     def guard_urls(self) -> dict[str, str]:
         return dict(self.guard_services)
-
-    def replace(self, **changes: Any) -> Config:
-        return replace(self, **changes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
