@@ -139,3 +139,14 @@ def test_logs_are_json_lines_with_request_id_and_no_secrets(client, caplog):
     text = "\n".join(lines)
     assert "alice@example.com" not in text
     assert "eyJpay" not in text
+
+
+def test_access_log_by_email_path_is_redacted_not_just_masked(client, caplog):
+    # The scrubber alone would leave "a***@example.com"; the contract wants the path redacted.
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        client.get("/webhooks/clerk/users/email/alice@example.com")
+    access = [r for r in caplog.records if r.name == "gateway.access"]
+    assert access, "no access log line"
+    entry = json.loads(JsonFormatter().format(access[-1]))
+    assert entry["path"] == "/webhooks/clerk/users/email/[redacted]"
+    assert "example.com" not in entry["msg"] and "alice" not in entry["msg"]
