@@ -94,14 +94,15 @@ def register_request_hooks(app: Flask) -> None:
     def log_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         started = g.get("request_started")
+        path = redact_path(request.path)
         access_log.info(
             "%s %s %s",
             request.method,
-            redact_path(request.path),
+            path,
             response.status_code,
             extra={
                 "method": request.method,
-                "path": redact_path(request.path),
+                "path": path,
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2)
                 if started

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
@@ -26,10 +28,16 @@ def check_database(app: Flask) -> None:
         db.session.remove()
 
 
-def check_broker(app: Flask) -> None:
-    celery = app.extensions["celery"]
-    with celery.connection_for_write() as conn:
+@contextmanager
+def broker_connection(app: Flask) -> Iterator[Any]:
+    """A connection to the broker that gives up after one retry (also used by /metrics)."""
+    with app.extensions["celery"].connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=1)
+        yield conn
+
+
+def check_broker(app: Flask) -> None:
+    with broker_connection(app) as conn:
         if conn.transport.driver_type == "redis":
             conn.default_channel.client.ping()
 

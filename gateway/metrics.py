@@ -21,6 +21,7 @@ from gateway.auth.public import public
 from gateway.auth.tokens import JwkRemoteFailedToLoad, TokenProblem
 from gateway.errors import Problem
 from gateway.extensions import db
+from gateway.health import broker_connection
 from gateway.models import WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,7 @@ def webhook_event_counts(app: Flask) -> dict[str, int]:
 
 
 def queue_depth(app: Flask) -> int:
-    celery = app.extensions["celery"]
-    with celery.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=1)
+    with broker_connection(app) as conn:
         if conn.transport.driver_type == "redis":
             return int(conn.default_channel.client.llen(QUEUE))
         # Virtual transports (the embedded filesystem broker) count their own messages.

@@ -25,8 +25,6 @@ def build_document(app: Flask) -> dict[str, Any]:
     """Generated, so it cannot drift from the routes: every rule, every registered code."""
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
-            continue
         view = app.view_functions[rule.endpoint]
         path = _CONVERTER.sub(r"{\1}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):

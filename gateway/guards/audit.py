@@ -16,6 +16,8 @@ from gateway.extensions import db
 from gateway.models import GuardRequest, User
 
 log = logging.getLogger(__name__)
+# guard_requests.service is String(64).
+SERVICE_COLUMN_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ def write_guard_requests(session: Any, records: list[GuardRequestRecord]) -> Non
 
 
 def _storable(text: str) -> str:
-    # An unknown service name is the client's: PostgreSQL text cannot hold NUL, and one such row
-    # would fail the whole batch, other callers' rows included.
-    return text.replace("\x00", "\ufffd")
+    # An unknown service name is the client's and may be anything: PostgreSQL text cannot hold NUL
+    # and the column is String(64); one row that does not fit would fail the whole batch, other
+    # callers' rows included.
+    return text[:SERVICE_COLUMN_LENGTH].replace("\x00", "\ufffd")

@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, scoped_session
 
-from gateway.errors import Problem
 from gateway.guards.client import GuardOutcome
 from gateway.guards.problems import BiasguardDenied, BiasguardUnavailable
 from gateway.guards.runtime import GuardRuntime
@@ -40,12 +39,10 @@ def check_login(
         "email": email,
         "request_id": request_id,
     }
-    try:
-        outcome = runtime.client.call(
-            SERVICE, context, token=token, clerk_user_id=clerk_user_id, request_id=request_id
-        )
-    except Problem as problem:  # guard_unknown: config validation makes this unreachable
-        outcome = GuardOutcome(SERVICE, None, None, 0.0, problem)
+    # Never guard_unknown: Config.validate refuses BIASGUARD_ON_LOGIN without a biasguard guard.
+    outcome = runtime.client.call(
+        SERVICE, context, token=token, clerk_user_id=clerk_user_id, request_id=request_id
+    )
     decision, error = decide(outcome)
     details = {"status_code": outcome.status_code, "response": outcome.data}
     session.add(

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.guards.audit import GuardRequestRecord
+from gateway.guards.client import GuardOutcome
 from gateway.guards.problems import GuardUnknown
 from gateway.guards.runtime import GuardRuntime
-
-# guard_requests.service is String(64); an unknown name is the client's and may be anything.
-_SERVICE_COLUMN = 64
 
 
 def process_guard_call(
@@ -26,13 +24,8 @@ def process_guard_call(
         outcome = runtime.client.call(
             service, payload, token=token, clerk_user_id=clerk_user_id, request_id=request_id
         )
-    except GuardUnknown as problem:
-        runtime.audit.submit(
-            GuardRequestRecord(
-                clerk_user_id, service[:_SERVICE_COLUMN], None, problem.code, 0.0, request_id
-            )
-        )
-        raise
+    except GuardUnknown as problem:  # recorded too: usage by unknown names is worth seeing
+        outcome = GuardOutcome(service, None, None, 0.0, problem)
     runtime.audit.submit(
         GuardRequestRecord(
             clerk_user_id,

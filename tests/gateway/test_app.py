@@ -139,3 +139,43 @@ def test_logs_are_json_lines_with_request_id_and_no_secrets(client, caplog):
     text = "\n".join(lines)
     assert "alice@example.com" not in text
     assert "eyJpay" not in text
+
+
+def test_access_log_by_email_path_is_redacted_not_just_masked(client, caplog):
+    # The scrubber alone would leave "a***@example.com"; the contract wants the path redacted.
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        client.get("/webhooks/clerk/users/email/alice@example.com")
+    access = [r for r in caplog.records if r.name == "gateway.access"]
+    assert access, "no access log line"
+    entry = json.loads(JsonFormatter().format(access[-1]))
+    assert entry["path"] == "/webhooks/clerk/users/email/[redacted]"
+    assert "example.com" not in entry["msg"] and "alice" not in entry["msg"]
+
+
+def test_problem_body_has_every_rfc9457_member(client):
+    response = client.get("/no-such-route", headers={"X-Request-ID": "rid-shape"})
+    body = response.get_json(force=True)
+    assert {"type", "title", "status", "detail", "code"} <= set(body)
+    assert body["type"].endswith("/" + body["code"])
+    assert body["title"] == "Not found" and body["detail"]
+    assert body["request_id"] == "rid-shape"
+
+
+def test_unmapped_werkzeug_error_keeps_its_status_as_problem_json(app):
+    from werkzeug.exceptions import UnsupportedMediaType
+
+    from gateway.auth.public import public
+
+    @app.post("/needs-json")
+    @public
+    def needs_json():
+        raise UnsupportedMediaType()
+
+    response = app.test_client().post("/needs-json", data="x", content_type="text/plain")
+    assert response.status_code == 415
+    assert response.mimetype == PROBLEM_CONTENT_TYPE
+    body = response.get_json(force=True)
+    assert body["status"] == 415
+    assert body["code"] == "unsupported_media_type"
+    assert body["title"] == "Unsupported Media Type"
+    assert "<html" not in response.get_data(as_text=True).lower()

@@ -68,6 +68,13 @@ def test_hook_cookie_on_post_without_listed_origin_is_csrf_origin(echo_app, cler
     assert client.delete("/test/echo").status_code == 403
 
 
+def test_hook_cookie_on_head_or_options_without_origin_is_accepted(echo_app, clerk_keys):
+    client = echo_app.test_client()
+    client.set_cookie("__session", mint_token(clerk_keys.primary, user_id="user_safe"))
+    assert client.head("/test/echo").status_code == 200
+    assert client.options("/test/echo").status_code == 200
+
+
 def test_hook_cookie_on_post_with_listed_origin_is_accepted(echo_app, clerk_keys):
     client = echo_app.test_client()
     client.set_cookie("__session", mint_token(clerk_keys.primary, user_id="user_x"))

@@ -325,6 +325,26 @@ def test_process_writes_guard_request_rows_linked_to_local_user(
     assert latencies[0] > 0
 
 
+def test_process_unknown_service_name_past_column_length_is_404_and_recorded_truncated(
+    guard_app: Flask, mint: Callable[..., str]
+) -> None:
+    name = "n" * 63 + "\x00" + "x" * 200  # the client's; longer than guard_requests.service
+
+    response = process(
+        guard_app.test_client(),
+        mint("user_long"),
+        {"service": name, "payload": {}},
+        {"X-Request-ID": "r-long"},
+    )
+    flush_audit(guard_app)
+
+    assert response.status_code == 404
+    assert response.get_json()["code"] == "guard_unknown"
+    with guard_app.app_context():
+        rows = db.session.execute(select(GuardRequest.service, GuardRequest.outcome)).all()
+    assert [tuple(r) for r in rows] == [("n" * 63 + "\ufffd", "guard_unknown")]
+
+
 def test_list_guards_clerk_disabled_answers_without_session(
     make_app: Callable[..., Flask], guard_env: dict[str, str]
 ) -> None:
