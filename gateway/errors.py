@@ -90,12 +90,31 @@ _WERKZEUG_MAP: dict[int, type[Problem]] = {
 }
 
 
+class HttpErrorProblem(Problem):
+    """Any other werkzeug HTTP error (415, 416, ...): its own status and name, in our format."""
+
+    def __init__(self, exc: HTTPException) -> None:
+        super().__init__(exc.description or exc.name)
+        self.http_status = exc.code or 500
+        self.http_title = exc.name
+        self.http_code = exc.name.lower().replace(" ", "_").replace("'", "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": TYPE_BASE + self.http_code,
+            "title": self.http_title,
+            "status": self.http_status,
+            "detail": self.detail,
+            "code": self.http_code,
+        }
+
+
 def problem_response(problem: Problem) -> Response:
     body = problem.to_dict()
     request_id = g.get("request_id") if g else None
     if request_id:
         body["request_id"] = request_id
-    response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_CONTENT_TYPE)
+    response = Response(json.dumps(body), status=body["status"], mimetype=PROBLEM_CONTENT_TYPE)
     for name, value in problem.headers.items():
         response.headers[name] = value
     return response
@@ -114,14 +133,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException) -> Response:
         cls = _WERKZEUG_MAP.get(exc.code or 500)
-        if cls is not None:
-            response = problem_response(cls())
-        else:
-            # Any other werkzeug error keeps its status, in our format.
-            generic = Problem(exc.description or exc.name)
-            body = generic.to_dict() | {"status": exc.code, "title": exc.name}
-            body["code"] = exc.name.lower().replace(" ", "_").replace("'", "")
-            response = Response(json.dumps(body), status=exc.code, mimetype=PROBLEM_CONTENT_TYPE)
+        response = problem_response(cls() if cls is not None else HttpErrorProblem(exc))
         if exc.code == 405 and exc.response is None:
             allowed = getattr(exc, "valid_methods", None)
             if allowed:

@@ -171,11 +171,15 @@ def test_unmapped_werkzeug_error_keeps_its_status_as_problem_json(app):
     def needs_json():
         raise UnsupportedMediaType()
 
-    response = app.test_client().post("/needs-json", data="x", content_type="text/plain")
+    response = app.test_client().post(
+        "/needs-json", data="x", content_type="text/plain", headers={"X-Request-ID": "rid-415"}
+    )
     assert response.status_code == 415
     assert response.mimetype == PROBLEM_CONTENT_TYPE
     body = response.get_json(force=True)
     assert body["status"] == 415
     assert body["code"] == "unsupported_media_type"
     assert body["title"] == "Unsupported Media Type"
+    assert body["type"].endswith("/unsupported_media_type")
+    assert body["request_id"] == "rid-415"
     assert "<html" not in response.get_data(as_text=True).lower()
