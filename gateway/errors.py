@@ -53,11 +53,6 @@ class InvalidBody(Problem):
     default_detail = "The request body is not valid JSON of the expected shape."
 
 
-class Forbidden(Problem):
-    status, code, title = 403, "forbidden", "Forbidden"
-    default_detail = "You may not do this."
-
-
 class NotFound(Problem):
     status, code, title = 404, "not_found", "Not found"
     default_detail = "There is nothing at this URL."
@@ -71,11 +66,6 @@ class MethodNotAllowed(Problem):
 class PayloadTooLarge(Problem):
     status, code, title = 413, "payload_too_large", "Payload too large"
     default_detail = "The request body is larger than this endpoint accepts."
-
-
-class ServiceUnavailable(Problem):
-    status, code, title = 503, "service_unavailable", "Service unavailable"
-    default_detail = "A dependency is unavailable; retry later."
 
 
 class InternalError(Problem):
