@@ -28,6 +28,7 @@ from gateway.users.service import (
     soft_delete_clerk_user,
     upsert_clerk_user,
 )
+from gateway.webhooks.service import HANDLED_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def release_claim(
 def _apply(session: Session, event: WebhookEvent) -> Outcome:
     payload = event.payload if isinstance(event.payload, dict) else {}
     data = payload.get("data")
-    if event.type not in ("user.created", "user.updated", "user.deleted"):
+    if event.type not in HANDLED_TYPES:
         return Outcome(event.id, status=EventStatus.IGNORED.value)
     if not isinstance(data, dict) or not event.clerk_user_id:
         event.last_error = "no_user_id"
