@@ -227,6 +227,24 @@ def test_cli_webhooks_requeue_runs_sweep(app):
     assert "3 waiting (0 from dead workers), 3 queued" in result.output
 
 
+def test_cli_webhooks_replay_and_requeue_broker_down_exit_nonzero_rows_wait(make_app, app):
+    # CONTRACT 4.8: each command exits non-zero on failure; the events stay for the sweep.
+    down = make_app(ADMIN_API_KEYS=KEYS, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    [replayed, swept] = add_events(app, 2)
+    runner = down.test_cli_runner()
+
+    replay = runner.invoke(args=["webhooks", "replay", replayed])
+    requeue = runner.invoke(args=["webhooks", "requeue", "--older-than", "0"])
+
+    assert replay.exit_code != 0
+    assert "broker unavailable" in replay.output
+    assert requeue.exit_code != 0
+    assert "2 waiting (0 from dead workers), 0 queued" in requeue.output
+    with app.app_context():
+        statuses = dict(db.session.execute(select(WebhookEvent.svix_id, WebhookEvent.status)).all())
+    assert statuses == {replayed: "received", swept: "received"}
+
+
 def test_cli_users_show_prints_user_and_unknown_fails(app):
     add_user(app, clerk_user_id="user_cli", email="cli@example.com")
     runner = app.test_cli_runner()
