@@ -9,10 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from gateway.extensions import db
 from gateway.models import User, WebhookEvent
+from gateway.users.service import lock_clerk_user
 from tests.support.polling import wait_until
 from tests.support.processes import free_port, start_celery_worker, start_redis_server
 from tests.support.svix import SECRET, clerk_event, encode, new_msg_id, new_user_id, post_event
@@ -194,6 +196,31 @@ def test_process_no_primary_email_fails_without_retry(app, client):
     assert rows[msg_id].last_error == "email_required"
     assert rows[msg_id].attempts == 1
     assert user_row(app, user_id) is None
+
+
+def test_process_user_locked_by_other_writer_waits_while_other_users_flow(app, client):
+    # CONTRACT 4.5: events of one user are applied one at a time, in any worker. Another
+    # connection holds the user's lock, as a worker applying another event of that user would.
+    waiting_user, other_user = new_user_id(), new_user_id()
+    with app.app_context():
+        holder = Session(db.engine)
+        lock_clerk_user(holder, waiting_user)
+        try:
+            waiting = send(client, clerk_event("user.created", waiting_user, "w@example.com"))
+            wait_until(lambda: event_rows(app)[waiting].status == "processing", 20)
+            other = send(client, clerk_event("user.created", other_user, "o@example.com"))
+            wait_final(app, other)
+
+            assert event_rows(app)[waiting].status == "processing"
+            assert user_row(app, waiting_user) is None
+        finally:
+            holder.rollback()  # ends the transaction: the lock is released
+            holder.close()
+    rows = wait_final(app, waiting)
+
+    assert rows[other].status == rows[waiting].status == "processed"
+    assert rows[waiting].attempts == 1  # it waited; it was not failed and retried
+    assert user_row(app, waiting_user).email == "w@example.com"
 
 
 def test_process_unknown_type_and_invalid_body_never_reach_worker(app, client):
