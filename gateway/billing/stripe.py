@@ -291,7 +291,7 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
     ).all()
     session.rollback()
     report.users_checked = len(rows)
-    known_clerk_ids = {row.clerk_user_id for row in rows if row.clerk_user_id}
+    by_clerk_user = {row.clerk_user_id: row for row in rows if row.clerk_user_id}
     linked = {row.stripe_customer_id: row for row in rows if row.stripe_customer_id}
     for row in rows:
         active = row.is_active and row.deleted_at is None
@@ -320,21 +320,20 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
             )
 
     for clerk_id, owned in by_clerk.items():
+        owner = by_clerk_user.get(clerk_id)
         for customer in owned:
-            if clerk_id not in known_clerk_ids:
+            if owner is None:
                 report.drifts.append(Drift("orphan_customer", clerk_id, customer["id"]))
-            elif customer["id"] not in linked:
-                owner = next((r for r in rows if r.clerk_user_id == clerk_id), None)
-                if owner is not None and owner.stripe_customer_id is not None:
-                    report.drifts.append(
-                        Drift(
-                            "duplicate_customer",
-                            clerk_id,
-                            customer["id"],
-                            owner.id,
-                            f"user is linked to {owner.stripe_customer_id}",
-                        )
+            elif customer["id"] not in linked and owner.stripe_customer_id is not None:
+                report.drifts.append(
+                    Drift(
+                        "duplicate_customer",
+                        clerk_id,
+                        customer["id"],
+                        owner.id,
+                        f"user is linked to {owner.stripe_customer_id}",
                     )
+                )
     return report
 
 
