@@ -108,6 +108,33 @@ def test_process_user_created_mirrors_clerk_user(app, client):
     assert user.is_active is True
 
 
+def test_process_user_with_several_emails_mirrors_the_primary_one(app, client):
+    # CONTRACT 4.5: the primary email is the address whose id is primary_email_address_id, not
+    # the first one listed; it is stored lower-cased.
+    user_id = new_user_id()
+    secondary, primary = (
+        {
+            "id": f"idn_{name}",
+            "object": "email_address",
+            "email_address": address,
+            "verification": {"status": "verified", "strategy": "email_code"},
+        }
+        for name, address in (("old", "old@example.com"), ("new", "Primary.New@Example.COM"))
+    )
+    event = clerk_event(
+        "user.created",
+        user_id,
+        email_addresses=[secondary, primary],
+        primary_email_address_id="idn_new",
+    )
+
+    msg_id = send(client, event)
+    rows = wait_final(app, msg_id)
+
+    assert rows[msg_id].status == "processed"
+    assert user_row(app, user_id).email == "primary.new@example.com"
+
+
 def test_process_user_updated_then_deleted_applies_in_turn(app, client):
     user_id = new_user_id()
     created = send(client, clerk_event("user.created", user_id, "u@example.com", updated_at=1000))
