@@ -102,8 +102,13 @@ def test_admin_show_user_tombstone_is_inactive(app, client):
     assert user["deleted_at"] is not None
 
 
-def test_admin_show_unknown_user_is_404(client):
-    response = client.get("/webhooks/clerk/users/user_nobody", headers=AUTH)
+@pytest.mark.parametrize(
+    "path", ["/webhooks/clerk/users/user_nobody", "/webhooks/clerk/users/email/no@example.com"]
+)
+def test_admin_show_unknown_user_is_404(app, client, path):
+    add_user(app, clerk_user_id="user_other", email="other@example.com")
+
+    response = client.get(path, headers=AUTH)
 
     assert response.status_code == 404
     assert response.json["code"] == "user_not_found"
