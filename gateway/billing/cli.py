@@ -11,6 +11,7 @@ from flask import current_app
 
 from gateway.billing.stripe import (
     DRIFT_KINDS,
+    StripeDisabled,
     client_from_config,
     link_user_to_stripe_customer,
     reconcile,
@@ -85,8 +86,7 @@ def reconcile_command(fix: bool) -> None:
 def _client() -> stripe_lib.StripeClient:
     client = client_from_config(current_app.config["GATEWAY"])
     if client is None:
-        click.echo("error: STRIPE_API_KEY is not set; Stripe linking is off.", err=True)
-        sys.exit(1)
+        _fail(StripeDisabled())
     return client
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,6 +19,7 @@ from gateway.errors import Problem
 from gateway.jobs import ENSURE_STRIPE_CUSTOMER, MARK_CUSTOMER_DELETED, PUSH_CUSTOMER_CHANGES
 from gateway.models import User
 from gateway.models.base import isoformat, utcnow
+from gateway.users.service import advisory_xact_lock
 
 # Stripe keeps an idempotency key for at least 24 hours. Within that window a retried create with
 # the same key replays the first answer (the same customer); after it, the key is forgotten and a
@@ -109,8 +109,7 @@ def ensure_stripe_customer(
     (do not retry).
     """
     with _transaction(session):
-        _lock_stripe_link(session, user_id)
-        user = session.get(User, user_id)
+        user = _locked_user(session, user_id)
         if user is None:
             return Outcome("user_not_found")
         if user.deactivated:
@@ -140,8 +139,7 @@ def push_customer_changes(session: Session, client: stripe.StripeClient, user_id
     A user that has no customer yet gets one instead, created from the same current values.
     """
     with _transaction(session):
-        _lock_stripe_link(session, user_id)
-        user = session.get(User, user_id)
+        user = _locked_user(session, user_id)
         if user is None:
             return Outcome("user_not_found")
         if user.deactivated:
@@ -158,8 +156,7 @@ def push_customer_changes(session: Session, client: stripe.StripeClient, user_id
 def mark_customer_deleted(session: Session, client: stripe.StripeClient, user_id: int) -> Outcome:
     """Keep a deleted user's customer (deleting one cancels its subscriptions); mark it instead."""
     with _transaction(session):
-        _lock_stripe_link(session, user_id)
-        user = session.get(User, user_id)
+        user = _locked_user(session, user_id)
         if user is None:
             return Outcome("user_not_found")
         if user.deleted_at is None:
@@ -294,7 +291,7 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
     ).all()
     session.rollback()
     report.users_checked = len(rows)
-    known_clerk_ids = {row.clerk_user_id for row in rows if row.clerk_user_id}
+    by_clerk_user = {row.clerk_user_id: row for row in rows if row.clerk_user_id}
     linked = {row.stripe_customer_id: row for row in rows if row.stripe_customer_id}
     for row in rows:
         active = row.is_active and row.deleted_at is None
@@ -323,21 +320,20 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
             )
 
     for clerk_id, owned in by_clerk.items():
+        owner = by_clerk_user.get(clerk_id)
         for customer in owned:
-            if clerk_id not in known_clerk_ids:
+            if owner is None:
                 report.drifts.append(Drift("orphan_customer", clerk_id, customer["id"]))
-            elif customer["id"] not in linked:
-                owner = next((r for r in rows if r.clerk_user_id == clerk_id), None)
-                if owner is not None and owner.stripe_customer_id is not None:
-                    report.drifts.append(
-                        Drift(
-                            "duplicate_customer",
-                            clerk_id,
-                            customer["id"],
-                            owner.id,
-                            f"user is linked to {owner.stripe_customer_id}",
-                        )
+            elif customer["id"] not in linked and owner.stripe_customer_id is not None:
+                report.drifts.append(
+                    Drift(
+                        "duplicate_customer",
+                        clerk_id,
+                        customer["id"],
+                        owner.id,
+                        f"user is linked to {owner.stripe_customer_id}",
                     )
+                )
     return report
 
 
@@ -455,11 +451,13 @@ def _lock_stripe_link(session: Session, user_id: int) -> None:
     real Stripe answers a concurrent same-key request with 409). Its own lock space, not
     lock_clerk_user's, so webhook events never wait on a Stripe call.
     """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    digest = hashlib.blake2b(f"stripe-customer:{user_id}".encode(), digest_size=8).digest()
-    key = int.from_bytes(digest, "big", signed=True)
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    advisory_xact_lock(session, f"stripe-customer:{user_id}")
+
+
+def _locked_user(session: Session, user_id: int) -> User | None:
+    """The user, read after taking its Stripe lock: what an earlier job left is what we see."""
+    _lock_stripe_link(session, user_id)
+    return session.get(User, user_id)
 
 
 @contextmanager

@@ -88,9 +88,15 @@ def lock_clerk_user(session: Session, clerk_user_id: str) -> None:
     Webhook events of one user may run on different workers at once, and a first login can race
     the user.created webhook; a per-user lock (not a table lock) keeps other users flowing.
     """
+    advisory_xact_lock(session, clerk_user_id)
+
+
+def advisory_xact_lock(session: Session, name: str) -> None:
+    """Wait for the PostgreSQL advisory lock named `name`; it is released when the transaction
+    ends. A no-op on SQLite, which serialises writers itself."""
     if session.get_bind().dialect.name != "postgresql":
-        return  # SQLite serialises writers itself.
-    digest = hashlib.blake2b(clerk_user_id.encode(), digest_size=8).digest()
+        return
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     key = int.from_bytes(digest, "big", signed=True)
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 

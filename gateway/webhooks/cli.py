@@ -15,10 +15,10 @@ from svix.webhooks import Webhook
 from gateway.cli import dev, users, webhooks
 from gateway.errors import Problem
 from gateway.extensions import db
-from gateway.jobs import PROCESS_WEBHOOK_EVENT, enqueue
 from gateway.models.base import isoformat
 from gateway.users.service import find_by_clerk_id
-from gateway.webhooks.service import list_events, mark_queued, parse_list_filters, prepare_replay
+from gateway.webhooks.routes import publish_event
+from gateway.webhooks.service import list_events, parse_list_filters, prepare_replay
 from gateway.webhooks.signatures import webhook_secrets
 from gateway.webhooks.sweep import sweep_now
 
@@ -58,9 +58,8 @@ def replay_command(svix_id: str) -> None:
     if event.status != "received":
         click.echo(f"{svix_id}: {event.status}, nothing a worker can do with it")
         return
-    if not enqueue(current_app._get_current_object(), PROCESS_WEBHOOK_EVENT, event.id):  # type: ignore[attr-defined]
+    if not publish_event(event.id):
         raise click.ClickException(f"{svix_id}: broker unavailable; the sweep will queue it")
-    mark_queued(db.session(), [event.id])
     click.echo(f"{svix_id}: queued")
 
 

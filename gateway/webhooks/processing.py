@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import kombu.exceptions
 from sqlalchemy import ColumnElement, select, update
@@ -28,6 +28,7 @@ from gateway.users.service import (
     soft_delete_clerk_user,
     upsert_clerk_user,
 )
+from gateway.webhooks.service import HANDLED_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +60,30 @@ class Outcome:
 def process_webhook_event(session: Session, event_id: int, *, final_attempt: bool) -> Outcome:
     """Claim, apply and mark one event. Transient errors propagate (the task retries them) after
     the claim is released, or, on the final attempt, after the row is marked `failed`."""
-    attempt = claim_event(session, event_id)
-    if attempt is None:
+    claim = claim_event(session, event_id)
+    if claim is None:
         return Outcome(event_id, status=None)
     try:
-        return apply_claimed_event(session, event_id, attempt)
+        return apply_claimed_event(session, event_id, claim)
     except TRANSIENT_ERRORS as exc:
         session.rollback()
-        release_claim(session, event_id, attempt, _error_name(exc), failed=final_attempt)
+        release_claim(session, event_id, claim.attempt, _error_name(exc), failed=final_attempt)
         raise
     except Exception as exc:
         # A bug or an unexpected payload: retrying cannot help, and the row must not stay claimed.
         session.rollback()
         log.exception("webhook event %s failed", event_id, extra={"event_id": event_id})
-        release_claim(session, event_id, attempt, _error_name(exc), failed=True)
+        release_claim(session, event_id, claim.attempt, _error_name(exc), failed=True)
         return Outcome(event_id, status=EventStatus.FAILED.value)
 
 
-def claim_event(session: Session, event_id: int) -> int | None:
-    """Take the event if it is waiting; return this attempt's number (the claim token)."""
+class Claim(NamedTuple):
+    attempt: int  # this attempt's number: the claim token
+    clerk_user_id: str | None  # whose lock the apply takes
+
+
+def claim_event(session: Session, event_id: int) -> Claim | None:
+    """Take the event if it is waiting."""
     row = session.execute(
         update(WebhookEvent)
         .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(EventStatus.waiting()))
@@ -86,21 +92,18 @@ def claim_event(session: Session, event_id: int) -> int | None:
             attempts=WebhookEvent.attempts + 1,
             claimed_at=utcnow(),
         )
-        .returning(WebhookEvent.attempts)
+        .returning(WebhookEvent.attempts, WebhookEvent.clerk_user_id)
     ).first()
     session.commit()
-    return None if row is None else int(row.attempts)
+    return None if row is None else Claim(int(row.attempts), row.clerk_user_id)
 
 
-def apply_claimed_event(session: Session, event_id: int, attempt: int) -> Outcome:
-    clerk_user_id = session.scalar(
-        select(WebhookEvent.clerk_user_id).where(WebhookEvent.id == event_id)
-    )
-    if clerk_user_id:
+def apply_claimed_event(session: Session, event_id: int, claim: Claim) -> Outcome:
+    if claim.clerk_user_id:
         # Before the row lock, always in this order: events of one user apply one at a time.
-        lock_clerk_user(session, clerk_user_id)
+        lock_clerk_user(session, claim.clerk_user_id)
     event = session.scalar(
-        select(WebhookEvent).where(*_still_claimed(event_id, attempt)).with_for_update()
+        select(WebhookEvent).where(*_still_claimed(event_id, claim.attempt)).with_for_update()
     )
     if event is None:
         # The sweep or a replay gave the event to another worker while this one was slow.
@@ -143,7 +146,7 @@ def release_claim(
 def _apply(session: Session, event: WebhookEvent) -> Outcome:
     payload = event.payload if isinstance(event.payload, dict) else {}
     data = payload.get("data")
-    if event.type not in ("user.created", "user.updated", "user.deleted"):
+    if event.type not in HANDLED_TYPES:
         return Outcome(event.id, status=EventStatus.IGNORED.value)
     if not isinstance(data, dict) or not event.clerk_user_id:
         event.last_error = "no_user_id"

@@ -47,13 +47,18 @@ def read_body_limited(limit: int) -> bytes:
     return body
 
 
-def publish_event(event_id: int) -> None:
-    """Hand the event to the broker; when it is down or slow the row waits for the sweep."""
+def publish_event(event_id: int) -> bool:
+    """Hand the event to the broker; when it is down or slow the row waits for the sweep.
+
+    False when the broker did not take it. Shared by the receiver, the admin replay route and
+    `flask webhooks replay`.
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if not enqueue(app, PROCESS_WEBHOOK_EVENT, event_id):
-        return
+        return False
     try:
         mark_queued(db.session(), [event_id])
     except Exception as exc:  # noqa: BLE001 - the event is durable and published; only a label
         db.session.rollback()
         log.warning("could not mark webhook event queued: %s", type(exc).__name__)
+    return True

@@ -69,7 +69,6 @@ class ParsedEvent:
 @dataclass(frozen=True)
 class RecordedEvent:
     id: int
-    svix_id: str
     status: str
     duplicate: bool
 
@@ -134,7 +133,7 @@ def record_webhook_event(session: Session, svix_id: str, body: bytes) -> Recorde
         session.rollback()
         log.warning("webhook event not stored: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
-    return RecordedEvent(id=row_id, svix_id=svix_id, status=status, duplicate=duplicate)
+    return RecordedEvent(id=row_id, status=status, duplicate=duplicate)
 
 
 def mark_queued(session: Session, event_ids: list[int]) -> None:
@@ -151,7 +150,10 @@ def mark_queued(session: Session, event_ids: list[int]) -> None:
 
 
 def list_events(
-    session: Session, status: str | None = None, event_type: str | None = None, limit: int = 50
+    session: Session,
+    status: str | None = None,
+    event_type: str | None = None,
+    limit: int = LIST_LIMIT_DEFAULT,
 ) -> list[WebhookEvent]:
     """Newest first."""
     query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())

@@ -9,10 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from gateway.extensions import db
 from gateway.models import User, WebhookEvent
+from gateway.users.service import lock_clerk_user
 from tests.support.polling import wait_until
 from tests.support.processes import free_port, start_celery_worker, start_redis_server
 from tests.support.svix import SECRET, clerk_event, encode, new_msg_id, new_user_id, post_event
@@ -106,6 +108,33 @@ def test_process_user_created_mirrors_clerk_user(app, client):
     assert user.is_active is True
 
 
+def test_process_user_with_several_emails_mirrors_the_primary_one(app, client):
+    # CONTRACT 4.5: the primary email is the address whose id is primary_email_address_id, not
+    # the first one listed; it is stored lower-cased.
+    user_id = new_user_id()
+    secondary, primary = (
+        {
+            "id": f"idn_{name}",
+            "object": "email_address",
+            "email_address": address,
+            "verification": {"status": "verified", "strategy": "email_code"},
+        }
+        for name, address in (("old", "old@example.com"), ("new", "Primary.New@Example.COM"))
+    )
+    event = clerk_event(
+        "user.created",
+        user_id,
+        email_addresses=[secondary, primary],
+        primary_email_address_id="idn_new",
+    )
+
+    msg_id = send(client, event)
+    rows = wait_final(app, msg_id)
+
+    assert rows[msg_id].status == "processed"
+    assert user_row(app, user_id).email == "primary.new@example.com"
+
+
 def test_process_user_updated_then_deleted_applies_in_turn(app, client):
     user_id = new_user_id()
     created = send(client, clerk_event("user.created", user_id, "u@example.com", updated_at=1000))
@@ -194,6 +223,31 @@ def test_process_no_primary_email_fails_without_retry(app, client):
     assert rows[msg_id].last_error == "email_required"
     assert rows[msg_id].attempts == 1
     assert user_row(app, user_id) is None
+
+
+def test_process_user_locked_by_other_writer_waits_while_other_users_flow(app, client):
+    # CONTRACT 4.5: events of one user are applied one at a time, in any worker. Another
+    # connection holds the user's lock, as a worker applying another event of that user would.
+    waiting_user, other_user = new_user_id(), new_user_id()
+    with app.app_context():
+        holder = Session(db.engine)
+        lock_clerk_user(holder, waiting_user)
+        try:
+            waiting = send(client, clerk_event("user.created", waiting_user, "w@example.com"))
+            wait_until(lambda: event_rows(app)[waiting].status == "processing", 20)
+            other = send(client, clerk_event("user.created", other_user, "o@example.com"))
+            wait_final(app, other)
+
+            assert event_rows(app)[waiting].status == "processing"
+            assert user_row(app, waiting_user) is None
+        finally:
+            holder.rollback()  # ends the transaction: the lock is released
+            holder.close()
+    rows = wait_final(app, waiting)
+
+    assert rows[other].status == rows[waiting].status == "processed"
+    assert rows[waiting].attempts == 1  # it waited; it was not failed and retried
+    assert user_row(app, waiting_user).email == "w@example.com"
 
 
 def test_process_unknown_type_and_invalid_body_never_reach_worker(app, client):

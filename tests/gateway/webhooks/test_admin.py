@@ -102,8 +102,13 @@ def test_admin_show_user_tombstone_is_inactive(app, client):
     assert user["deleted_at"] is not None
 
 
-def test_admin_show_unknown_user_is_404(client):
-    response = client.get("/webhooks/clerk/users/user_nobody", headers=AUTH)
+@pytest.mark.parametrize(
+    "path", ["/webhooks/clerk/users/user_nobody", "/webhooks/clerk/users/email/no@example.com"]
+)
+def test_admin_show_unknown_user_is_404(app, client, path):
+    add_user(app, clerk_user_id="user_other", email="other@example.com")
+
+    response = client.get(path, headers=AUTH)
 
     assert response.status_code == 404
     assert response.json["code"] == "user_not_found"
@@ -225,6 +230,24 @@ def test_cli_webhooks_requeue_runs_sweep(app):
 
     assert result.exit_code == 0, result.output
     assert "3 waiting (0 from dead workers), 3 queued" in result.output
+
+
+def test_cli_webhooks_replay_and_requeue_broker_down_exit_nonzero_rows_wait(make_app, app):
+    # CONTRACT 4.8: each command exits non-zero on failure; the events stay for the sweep.
+    down = make_app(ADMIN_API_KEYS=KEYS, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    [replayed, swept] = add_events(app, 2)
+    runner = down.test_cli_runner()
+
+    replay = runner.invoke(args=["webhooks", "replay", replayed])
+    requeue = runner.invoke(args=["webhooks", "requeue", "--older-than", "0"])
+
+    assert replay.exit_code != 0
+    assert "broker unavailable" in replay.output
+    assert requeue.exit_code != 0
+    assert "2 waiting (0 from dead workers), 0 queued" in requeue.output
+    with app.app_context():
+        statuses = dict(db.session.execute(select(WebhookEvent.svix_id, WebhookEvent.status)).all())
+    assert statuses == {replayed: "received", swept: "received"}
 
 
 def test_cli_users_show_prints_user_and_unknown_fails(app):
