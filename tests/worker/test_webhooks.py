@@ -3,6 +3,7 @@ worker process -> PostgreSQL. Outcomes are read from the database with a deadlin
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -309,7 +310,7 @@ def test_replay_processed_event_changes_nothing(app, client):
     wait_final(app, msg_id)
     newer = send(client, clerk_event("user.updated", user_id, "r2@example.com", updated_at=4000))
     wait_final(app, newer)
-    app.config["GATEWAY"] = app.config["GATEWAY"].replace(admin_api_keys=("k",))
+    app.config["GATEWAY"] = dataclasses.replace(app.config["GATEWAY"], admin_api_keys=("k",))
 
     response = client.post(
         f"/admin/webhook-events/{msg_id}/replay", headers={"Authorization": "Bearer k"}
