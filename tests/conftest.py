@@ -152,7 +152,8 @@ def clean_tables(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every test that touched the database or the broker leaves them empty.
 
     The broker too: ids restart with the tables, so a job a test left queued (a login's Stripe
-    job) would act on the next test's rows as soon as that test starts a worker.
+    job) would act on the next test's rows as soon as that test starts a worker. A worker that
+    outlives a test keeps receiving: each test's app declares the queue again when it publishes.
     """
     yield
     if "redis_url" in request.fixturenames:

@@ -22,15 +22,6 @@ from tests.support.svix import SECRET, clerk_event, new_msg_id, new_user_id, pos
 
 pytestmark = pytest.mark.slow
 
-# Only the queue and kombu's unacked bookkeeping (as in tests/worker/conftest.py): ids restart per
-# test, so a message left by an earlier test would otherwise name this test's rows.
-BROKER_KEYS = ("gateway", "unacked", "unacked_index", "unacked_mutex")
-
-
-@pytest.fixture(autouse=True)
-def empty_broker(redis_url: str) -> None:
-    redis.Redis.from_url(redis_url).delete(*BROKER_KEYS)
-
 
 @pytest.fixture
 def stripe_env(localstripe: str) -> dict[str, str]:
