@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 PORT ?= 8000
 
-.PHONY: install run test lint format services migrate bench clean
+.PHONY: install run test lint format services migrate bench bench-micro clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,7 @@ install: $(BIN)/.installed
 
 services:
 	@bash scripts/ensure-services.sh
+	@bash scripts/ensure-wrk.sh
 
 # Local run: web + worker + beat from the Procfile on the embedded defaults (SQLite and a
 # filesystem broker under instance/), in development mode (the app is its own Clerk-like issuer).
@@ -41,12 +42,16 @@ format: install
 migrate: install
 	$(BIN)/flask --app wsgi db upgrade
 
-# The benchmarks of bench/README.md, each bounded (about 2 minutes in all); loopback only.
+# The side-by-side benchmark of bench/README.md: wrk against our web process, the peer
+# (fastapi-clerk-auth on uvicorn) and the ceiling (bare Flask), interleaved rounds, one table.
+# A few minutes; loopback only. BENCH_ARGS passes options (see `python -m bench --help`).
 bench: install services
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# In-process micro-benchmarks of single parts (token verification, guard client, audit hand-off).
+bench-micro: install services
 	$(BIN)/python bench/verify_tokens.py --seconds 3
-	$(BIN)/python bench/auth_route.py --seconds 8 --threads 8
-	$(BIN)/python bench/guard_overhead.py --rate 100 --seconds 10
-	$(BIN)/python -m bench.webhook_ack --rate 50 --seconds 10 --clients 16
+	$(BIN)/python bench/guard_client.py --calls 2000
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""What the gateway is measured against: the peer a Python team would pick, and the ceiling."""
