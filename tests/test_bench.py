@@ -16,7 +16,9 @@ import pytest
 from bench.scenarios import SCENARIOS
 from tests.support.processes import ROOT
 
-pytestmark = pytest.mark.slow
+# Four servers, a migration and a few thousand signed tokens: more than the default 120 s may
+# pass on a busy two-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 ROWS = ("healthz", "auth-hot", "auth-hot / healthz", "auth-cold", "guard",
         "guard added p50, 1 connection")  # fmt: skip
