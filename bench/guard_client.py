@@ -21,11 +21,13 @@ sys.path.insert(0, str(ROOT))
 
 import urllib3  # noqa: E402
 
+from gateway.auth.claims import normalise_session_claims  # noqa: E402
 from gateway.guards.client import GuardClient  # noqa: E402
 from gateway.guards.registry import GuardRegistry  # noqa: E402
 from tests.support.processes import BIN, Proc, free_port, wait_for_port  # noqa: E402
 
 TOKEN = "eyJ" + "x" * 800  # the size of a Clerk session token; never verified here
+SESSION = normalise_session_claims({"sub": "user_1", "sid": "sess_1"})
 
 
 def timed(call: Callable[[], object], n: int) -> list[float]:
@@ -64,7 +66,7 @@ def main() -> None:
 
         def guard_client() -> object:
             return client.call(
-                "echo", {"text": "hello"}, token=TOKEN, clerk_user_id="user_1", request_id="r1"
+                "echo", {"text": "hello"}, token=TOKEN, session=SESSION, request_id="r1"
             )
 
         def bare_urllib3() -> object:

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from gateway import cors
 from gateway.config import Config
 from gateway.errors import BadRequest, register_error_handlers
 from gateway.extensions import db, migrate
@@ -45,6 +46,7 @@ def create_app(config: Config | None = None) -> Flask:
     celery_init_app(app, config)
 
     register_request_hooks(app)
+    cors.init_app(app, config)
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)

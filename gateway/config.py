@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 DEFAULT_INSTANCE_PATH = Path(__file__).resolve().parent.parent / "instance"
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
 _GUARD_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Clerk permission keys: org:<feature>:<permission> (the org: prefix optional, as in has()).
+_PERMISSION_RE = re.compile(r"^[A-Za-z0-9_:.-]{1,200}$")
 
 
 class ConfigError(ValueError):
@@ -49,6 +51,10 @@ class Config:
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     guard_services: tuple[tuple[str, str], ...] = ()
+    # GUARD_PERMISSIONS: (guard name, organization permission) pairs (CONTRACT 4.10).
+    guard_permissions: tuple[tuple[str, str], ...] = ()
+    # CORS_ORIGINS, defaulting to CLERK_AUTHORIZED_PARTIES (CONTRACT 4.9); never "*".
+    cors_origins: tuple[str, ...] = ()
     guard_timeout_seconds: float = 10.0
     guard_circuit_failures: int = 5
     guard_circuit_reset_seconds: float = 30.0
@@ -116,6 +122,9 @@ class Config:
             stripe_api_key=reader.text("STRIPE_API_KEY"),
             stripe_api_base=reader.url("STRIPE_API_BASE"),
             guard_services=reader.guard_services("GUARD_SERVICES"),
+            guard_permissions=reader.guard_permissions("GUARD_PERMISSIONS"),
+            cors_origins=reader.origins("CORS_ORIGINS")
+            or reader.origins("CLERK_AUTHORIZED_PARTIES"),
             guard_timeout_seconds=reader.seconds("GUARD_TIMEOUT_SECONDS", 10.0),
             guard_circuit_failures=reader.integer("GUARD_CIRCUIT_FAILURES", 5, minimum=1),
             guard_circuit_reset_seconds=reader.seconds("GUARD_CIRCUIT_RESET_SECONDS", 30.0),
@@ -139,6 +148,10 @@ class Config:
             raise ConfigError("STRIPE_API_KEY", "expected a key starting with sk_ or rk_")
         for secret in self.clerk_webhook_secrets:
             _check_webhook_secret(secret)
+        for service, _ in self.guard_permissions:
+            if service not in self.guard_urls:
+                # A typo here would otherwise leave the real guard ungated.
+                raise ConfigError("GUARD_PERMISSIONS", f"{service!r} is not in GUARD_SERVICES")
         if self.biasguard_on_login and "biasguard" not in self.guard_urls:
             # Otherwise every login would find BiasGuard "unavailable", or fail closed, forever.
             raise ConfigError(
@@ -261,6 +274,32 @@ class _Reader:
         if "-----BEGIN PUBLIC KEY-----" not in value:
             raise ConfigError(name, "expected a PEM public key (-----BEGIN PUBLIC KEY-----)")
         return value
+
+    def guard_permissions(self, name: str) -> tuple[tuple[str, str], ...]:
+        permissions: dict[str, str] = {}
+        for entry in self.csv(name):
+            service, sep, permission = entry.partition("=")
+            service, permission = service.strip().lower(), permission.strip()
+            if not sep or not service or not _PERMISSION_RE.match(permission):
+                raise ConfigError(name, f"entry {entry!r} is not guard=org:feature:permission")
+            if service in permissions:
+                raise ConfigError(name, f"guard {service!r} is listed twice")
+            permissions[service] = permission
+        return tuple(permissions.items())
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        origins = self.csv(name)
+        for origin in origins:
+            if origin == "*":
+                raise ConfigError(name, "'*' is not allowed: list each origin")
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or origin != (f"{parts.scheme}://{parts.netloc}")
+            ):
+                raise ConfigError(name, f"{origin!r} is not an origin like https://app.example.com")
+        return origins
 
     def guard_services(self, name: str) -> tuple[tuple[str, str], ...]:
         services: dict[str, str] = {}

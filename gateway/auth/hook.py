@@ -28,7 +28,7 @@ def register(app: Flask) -> None:
 
 
 def authenticate() -> None:
-    g.clerk_token = g.clerk_claims = g.clerk_user_id = None
+    g.clerk_token = g.clerk_claims = g.clerk_user_id = g.clerk_session = None
     # Unknown routes fall through to the 404 handler; public views carry their own checks.
     if request.endpoint is None or request.routing_exception is not None:
         return
@@ -51,6 +51,8 @@ def authenticate() -> None:
     g.clerk_token = token
     g.clerk_claims = claims.data
     g.clerk_user_id = claims.sub
+    # The typed, version-normalised view (gateway.auth.claims.SessionClaims) routes rely on.
+    g.clerk_session = claims.session
 
 
 def _origin_allowed(config: Config) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, jsonify
 
 from gateway.auth import service
+from gateway.auth.claims import SessionClaims
 from gateway.auth.tokens import Claims
 from gateway.clerk_api import ClerkApi
 from gateway.config import Config
@@ -43,7 +44,7 @@ def check_login_with_biasguard(user: User, claims: Claims) -> dict[str, Any]:
         guard_runtime(current_app._get_current_object()),  # type: ignore[attr-defined]
         db.session,
         user_id=user.id,
-        clerk_user_id=claims.sub,
+        session_claims=claims.session,
         email=user.email,
         token=g.clerk_token,
         request_id=g.request_id,
@@ -60,9 +61,19 @@ def refresh() -> Any:
 
 @bp.get("/me")
 def me() -> Any:
-    """Who the session says you are; touches no database (also the auth benchmark's route)."""
-    claims = _session_claims()
-    return jsonify(user_id=claims.sub, session=service.session_payload(claims))
+    """Who the session says you are: user, session, organization, actor (no database).
+
+    CONTRACT 4.10; also the route the auth benchmark measures.
+    """
+    return jsonify(current_session().to_public_dict())
+
+
+def current_session() -> SessionClaims:
+    """The verified session of this request; 503 clerk_disabled when Clerk is off."""
+    session = g.get("clerk_session")
+    if session is None:
+        raise service.ClerkDisabled()
+    return session  # type: ignore[no-any-return]
 
 
 def _session_claims() -> Claims:

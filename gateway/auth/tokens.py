@@ -12,13 +12,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import jwt
 
+from gateway.auth.claims import MalformedClaims, SessionClaims, normalise_session_claims
 from gateway.config import Config, frontend_api_host
 from gateway.errors import Problem
 
@@ -157,9 +158,15 @@ def expected_issuer(config: Config, dev_issuer: str | None = None) -> str | None
 
 @dataclass(frozen=True)
 class Claims:
-    """The verified payload; `data` is the whole claim set as Clerk sent it."""
+    """The verified payload; `data` is the whole claim set as Clerk sent it, `session` the same
+    normalised for token versions 1 and 2 (built once, then cached with the token)."""
 
     data: dict[str, Any]
+    session: SessionClaims = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Raises MalformedClaims (a ValueError): verify_session_token reads it as token_invalid.
+        object.__setattr__(self, "session", normalise_session_claims(self.data))
 
     @property
     def sub(self) -> str:
@@ -230,7 +237,10 @@ def _verify(
         raise TokenInvalid() from None
 
     _check_claims(payload, settings, now())
-    return Claims(payload)
+    try:
+        return Claims(payload)
+    except MalformedClaims:
+        raise TokenInvalid("The session token's organization claims are malformed.") from None
 
 
 def _check_claims(payload: dict[str, Any], settings: VerifierSettings, now: float) -> None:

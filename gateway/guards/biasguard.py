@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, scoped_session
 
+from gateway.auth.claims import SessionClaims
 from gateway.guards.client import GuardOutcome
 from gateway.guards.problems import BiasguardDenied, BiasguardUnavailable
 from gateway.guards.runtime import GuardRuntime
@@ -20,7 +21,7 @@ def check_login(
     session: Session | scoped_session[Any],
     *,
     user_id: int | None,
-    clerk_user_id: str,
+    session_claims: SessionClaims,
     email: str | None,
     token: str | None,
     request_id: str,
@@ -32,6 +33,7 @@ def check_login(
     survive a refusal (the 403 is exactly what an auditor wants to find).
     """
     # The token travels in Authorization like on every guard call, never in the body.
+    clerk_user_id = session_claims.user_id
     context = {
         "event": "login",
         "user_id": user_id,
@@ -41,7 +43,7 @@ def check_login(
     }
     # Never guard_unknown: Config.validate refuses BIASGUARD_ON_LOGIN without a biasguard guard.
     outcome = runtime.client.call(
-        SERVICE, context, token=token, clerk_user_id=clerk_user_id, request_id=request_id
+        SERVICE, context, token=token, session=session_claims, request_id=request_id
     )
     decision, error = decide(outcome)
     details = {"status_code": outcome.status_code, "response": outcome.data}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from gateway.auth.claims import SessionClaims
 from gateway.errors import Problem
 from gateway.guards.circuit import CircuitBreaker
 from gateway.guards.problems import (
@@ -29,6 +31,8 @@ from gateway.guards.registry import GuardRegistry, GuardService
 # A guard answers a verdict, not a file; past this the answer is treated as a fault, not buffered.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 USER_AGENT = "clerk-gateway-guards/1"
+# Visible ASCII and inner spaces: what a header value may carry without encoding or injection.
+_HEADER_VALUE_RE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class GuardClient:
         payload: Any,
         *,
         token: str | None,
-        clerk_user_id: str | None,
+        session: SessionClaims | None,
         request_id: str,
     ) -> GuardOutcome:
         """POST payload to the named guard. Raises GuardUnknown; upstream faults are outcomes."""
@@ -117,7 +121,7 @@ class GuardClient:
         healthy = False
         try:
             status, data, problem, healthy = self._send(
-                service, payload, build_headers(token, clerk_user_id, request_id)
+                service, payload, build_headers(token, session, request_id)
             )
         finally:
             # Always recorded, even if something unexpected escapes: a half-open circuit whose trial
@@ -169,11 +173,15 @@ class GuardClient:
         return status, data, None, True
 
 
-def build_headers(token: str | None, clerk_user_id: str | None, request_id: str) -> dict[str, str]:
+def build_headers(
+    token: str | None, session: SessionClaims | None, request_id: str
+) -> dict[str, str]:
     """A fresh dict per call, from verified values only: nothing the client sent is copied over.
 
-    No cookies, no hop-by-hop headers, no client X-Clerk-* claims: the user id comes from the
-    verified token, never from a header the client could forge.
+    No cookies, no hop-by-hop headers, no client X-Clerk-* headers: identity comes from the
+    verified token (CONTRACT 4.3), never from a header the client could forge. The organization
+    headers are sent only when the session has an active organization, X-Clerk-Actor-Id only for
+    an impersonation; a guard reads a missing header as "none".
     """
     headers = {
         "Content-Type": "application/json",
@@ -183,8 +191,26 @@ def build_headers(token: str | None, clerk_user_id: str | None, request_id: str)
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    if clerk_user_id:
-        headers["X-Clerk-User-Id"] = clerk_user_id
+    if session is None:
+        return headers
+    identity = {
+        "X-Clerk-User-Id": session.user_id,
+        "X-Clerk-Session-Id": session.session_id,
+        "X-Clerk-Actor-Id": session.actor_id,
+    }
+    org = session.org
+    if org is not None:
+        identity |= {
+            "X-Clerk-Org-Id": org.id,
+            "X-Clerk-Org-Slug": org.slug,
+            "X-Clerk-Org-Role": org.role,
+            "X-Clerk-Org-Permissions": ",".join(org.permissions),
+        }
+    for name, value in identity.items():
+        # Clerk ids, slugs and permission keys are plain ASCII; anything else (a custom claim
+        # template gone wrong) is left out rather than sent mangled or split into two headers.
+        if value and _HEADER_VALUE_RE.fullmatch(value):
+            headers[name] = value
     return headers
 
 

@@ -14,6 +14,8 @@ class GuardService:
     name: str
     # Never shown to clients (GET /api/v1/guards lists names only): URLs reveal internal hosts.
     url: str
+    # GUARD_PERMISSIONS: the organization permission a session needs to call it (None: any).
+    permission: str | None = None
 
 
 class GuardRegistry:
@@ -22,12 +24,19 @@ class GuardRegistry:
     Clients send a name, never a URL, so a request cannot make the gateway call an arbitrary host.
     """
 
-    def __init__(self, services: tuple[tuple[str, str], ...]) -> None:
-        self._services = {name: GuardService(name, url) for name, url in services}
+    def __init__(
+        self,
+        services: tuple[tuple[str, str], ...],
+        permissions: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        required = dict(permissions)
+        self._services = {
+            name: GuardService(name, url, required.get(name)) for name, url in services
+        }
 
     @classmethod
     def from_config(cls, config: Config) -> GuardRegistry:
-        return cls(config.guard_services)
+        return cls(config.guard_services, config.guard_permissions)
 
     def get(self, name: str) -> GuardService:
         service = self._services.get(name)

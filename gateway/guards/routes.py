@@ -29,7 +29,7 @@ def process() -> ResponseReturnValue:
         payload,
         # Set by the auth hook from the verified token; None when CLERK_ENABLED=false.
         token=g.get("clerk_token"),
-        clerk_user_id=g.get("clerk_user_id"),
+        session=g.get("clerk_session"),
         request_id=g.request_id,
     )
     return jsonify(envelope)

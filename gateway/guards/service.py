@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.auth.authorization import PermissionDenied, ensure_authorized
+from gateway.auth.claims import SessionClaims
 from gateway.guards.audit import GuardRequestRecord
 from gateway.guards.client import GuardOutcome
 from gateway.guards.problems import GuardUnknown
@@ -16,19 +18,25 @@ def process_guard_call(
     payload: dict[str, Any],
     *,
     token: str | None,
-    clerk_user_id: str | None,
+    session: SessionClaims | None,
     request_id: str,
 ) -> dict[str, Any]:
-    """The CONTRACT 4.3 envelope for an upstream 2xx/4xx; raises the call's Problem otherwise."""
+    """The CONTRACT 4.3 envelope for an upstream 2xx/4xx; raises the call's Problem otherwise.
+
+    A guard gated by GUARD_PERMISSIONS is never called without the permission (403).
+    """
     try:
+        guard = runtime.client.registry.get(service)
+        ensure_authorized(session, permission=guard.permission)
         outcome = runtime.client.call(
-            service, payload, token=token, clerk_user_id=clerk_user_id, request_id=request_id
+            service, payload, token=token, session=session, request_id=request_id
         )
-    except GuardUnknown as problem:  # recorded too: usage by unknown names is worth seeing
+    except (GuardUnknown, PermissionDenied) as problem:
+        # Recorded too: unknown names and refused callers are usage worth seeing.
         outcome = GuardOutcome(service, None, None, 0.0, problem)
     runtime.audit.submit(
         GuardRequestRecord(
-            clerk_user_id,
+            None if session is None else session.user_id,
             outcome.service,
             outcome.status_code,
             outcome.outcome,

@@ -69,6 +69,13 @@ def test_publishable_key_decodes_frontend_api_host():
         ("CLERK_WEBHOOK_SECRET", "whsec_"),
         ("STRIPE_API_KEY", "pk_test_123"),
         ("GATEWAY_ENV", "staging"),
+        ("CORS_ORIGINS", "*"),
+        ("CORS_ORIGINS", "https://app.example.com/"),
+        ("CORS_ORIGINS", "https://app.example.com/path"),
+        ("CORS_ORIGINS", "app.example.com"),
+        ("CLERK_AUTHORIZED_PARTIES", "*"),
+        ("GUARD_PERMISSIONS", "nonsense"),
+        ("GUARD_PERMISSIONS", "echo=org:billing manage"),
     ],
 )
 def test_from_env_invalid_value_names_the_variable(variable, value):
@@ -126,3 +133,35 @@ def test_web_process_bad_config_exits_with_one_line_naming_variable(variable, va
         line for line in result.stderr.splitlines() if line.startswith("invalid configuration")
     ]
     assert lines == [lines[0]] and variable in lines[0], result.stderr
+
+
+def test_from_env_cors_origins_default_to_authorized_parties():
+    parties = {"CLERK_AUTHORIZED_PARTIES": "https://app.example.com,https://b.example.com"}
+
+    assert Config.from_env(parties).cors_origins == (
+        "https://app.example.com",
+        "https://b.example.com",
+    )
+    own = Config.from_env(parties | {"CORS_ORIGINS": "http://127.0.0.1:3000"})
+    assert own.cors_origins == ("http://127.0.0.1:3000",)
+    assert Config.from_env({}).cors_origins == ()
+
+
+def test_from_env_guard_permissions_name_configured_guards():
+    config = Config.from_env(
+        {
+            "GUARD_SERVICES": "billing=http://127.0.0.1:9/b,echo=http://127.0.0.1:9/e",
+            "GUARD_PERMISSIONS": "Billing=org:billing:manage",
+        }
+    )
+    assert config.guard_permissions == (("billing", "org:billing:manage"),)
+
+    with pytest.raises(ConfigError, match=r"GUARD_PERMISSIONS.*not in GUARD_SERVICES"):
+        Config.from_env({"GUARD_PERMISSIONS": "billing=org:billing:manage"})
+    with pytest.raises(ConfigError, match="listed twice"):
+        Config.from_env(
+            {
+                "GUARD_SERVICES": "billing=http://127.0.0.1:9/b",
+                "GUARD_PERMISSIONS": "billing=org:a:b,billing=org:c:d",
+            }
+        )

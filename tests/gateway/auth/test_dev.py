@@ -84,3 +84,57 @@ def test_dev_mode_rejects_token_signed_by_another_key(dev_app, clerk_keys):
         "/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
     )
     assert response.get_json(force=True)["code"] == "token_invalid_signature"
+
+
+def test_dev_token_with_organization_is_read_back_by_me(dev_app):
+    result = _mint(
+        dev_app,
+        *("--user", "user_1", "--org", "org_acme", "--org-slug", "acme", "--role", "admin"),
+        *("--permission", "org:billing:read", "--permission", "org:billing:manage"),
+        *("--permission", "reports:read", "--actor", "user_support"),
+    )
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["v"] == 2 and "org_id" not in claims
+    assert claims["fea"] == "o:billing,o:reports"
+    assert claims["o"] == {
+        "id": "org_acme",
+        "rol": "admin",
+        "slg": "acme",
+        "per": "read,manage",
+        "fpm": "3,1",
+    }
+    response = dev_app.test_client().get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.get_json()["org"] == {
+        "id": "org_acme",
+        "slug": "acme",
+        "role": "org:admin",
+        "permissions": ["org:billing:read", "org:billing:manage", "org:reports:read"],
+    }
+    assert response.get_json()["actor"] == {"sub": "user_support"}
+
+
+def test_dev_token_without_org_has_no_organization(dev_app):
+    token = _mint(dev_app, "--user", "user_1").output.strip()
+
+    response = dev_app.test_client().get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.get_json()["org"] is None and response.get_json()["actor"] is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--permission", "org:billing:read"),  # no --org
+        ("--org", "org_1", "--permission", "billing"),
+        ("--org", "org_1", "--permission", "org:a:b:c"),
+    ],
+)
+def test_dev_token_bad_organization_options_fail(dev_app, args):
+    result = _mint(dev_app, "--user", "user_1", *args)
+    assert result.exit_code != 0

@@ -29,6 +29,7 @@ FORWARDED_HEADERS = {
     "authorization",
     "x-request-id",
     "x-clerk-user-id",
+    "x-clerk-session-id",
 }
 
 
