@@ -52,6 +52,7 @@ bench: install services
 bench-micro: install services
 	$(BIN)/python bench/verify_tokens.py --seconds 3
 	$(BIN)/python bench/guard_client.py --calls 2000
+	$(BIN)/python bench/cors_overhead.py --rounds 15
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache
