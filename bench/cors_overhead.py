@@ -4,9 +4,10 @@
 
 Two apps in this process, identical but for CORS_ORIGINS: GET /api/v1/auth/me (verified-token
 cache warm, no database) through Flask's test client, with an `Origin` header, rounds
-interleaved so machine noise hits both alike; the best round of each is compared. The difference per request is the cost of the
-Flask-CORS after_request hook and the preflight check; the ratio is what it adds to the whole
-request path as Flask runs it (gunicorn and the network only dilute it further).
+interleaved so machine noise hits both alike; the best round of each is compared. The
+difference per request is the cost of the Flask-CORS after_request hook and the preflight
+check; the ratio is what it adds to the whole request path as Flask runs it (gunicorn and the
+network only dilute it further).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> None:
         # The access log would time the terminal, not the request.
         logging.getLogger("gateway.access").setLevel(logging.WARNING)
         samples: dict[str, list[float]] = {name: [] for name in clients}
-        for name, client in clients.items():  # warm: the verified-token cache, imports
+        for client in clients.values():  # warm: the verified-token cache, imports
             for _ in range(200):
                 assert client.get("/api/v1/auth/me", headers=headers).status_code == 200
         for _ in range(args.rounds):
