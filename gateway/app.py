@@ -136,6 +136,7 @@ def register_blueprints(app: Flask) -> None:
     from gateway.guards import routes as guards_routes
     from gateway.guards import runtime as guards_runtime
     from gateway.webhooks import admin as webhooks_admin
+    from gateway.webhooks import handoff as webhooks_handoff
     from gateway.webhooks import routes as webhooks
 
     app.register_blueprint(health.bp)
@@ -144,6 +145,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_routes.bp)
     guards_runtime.init_app(app)
     app.register_blueprint(guards_routes.bp)
+    webhooks_handoff.init_app(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(webhooks_admin.bp)
     if app.config["GATEWAY"].dev_mode:

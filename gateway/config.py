@@ -48,6 +48,8 @@ class Config:
     clerk_jwks_cache_seconds: int = 300
     clerk_jwks_refresh_cooldown_seconds: int = 30
     webhook_sweep_seconds: int = 30
+    # Claims of one event (retries and crashed workers together) before it is failed.
+    webhook_max_attempts: int = 8
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     guard_services: tuple[tuple[str, str], ...] = ()
@@ -119,6 +121,7 @@ class Config:
                 "CLERK_JWKS_REFRESH_COOLDOWN_SECONDS", 30, minimum=0
             ),
             webhook_sweep_seconds=reader.integer("WEBHOOK_SWEEP_SECONDS", 30, minimum=1),
+            webhook_max_attempts=reader.integer("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
             stripe_api_key=reader.text("STRIPE_API_KEY"),
             stripe_api_base=reader.url("STRIPE_API_BASE"),
             guard_services=reader.guard_services("GUARD_SERVICES"),

@@ -20,6 +20,11 @@ from gateway.config import Config
 
 log = logging.getLogger(__name__)
 
+# Claims and applies waiting webhook events in batches; takes no arguments (any run drains any
+# event), so one message can stand for many events and a lost one is replaced by any other.
+APPLY_WEBHOOK_EVENTS = "worker.webhooks.apply_webhook_events"
+# The name of the per-event task before batches; still registered so that messages published by
+# an older release drain too.
 PROCESS_WEBHOOK_EVENT = "worker.webhooks.process_webhook_event"
 SWEEP_WEBHOOK_EVENTS = "worker.maintenance.sweep_webhook_events"
 ENSURE_STRIPE_CUSTOMER = "worker.billing.ensure_stripe_customer"
@@ -28,6 +33,14 @@ PUSH_CUSTOMER_CHANGES = "worker.billing.push_customer_changes"
 # A Clerk user was deleted: keep its Stripe customer, mark it in its metadata (CONTRACT 4.5).
 MARK_CUSTOMER_DELETED = "worker.billing.mark_customer_deleted"
 PING = "worker.maintenance.ping"
+
+# The apply task's time limits: soft (SoftTimeLimitExceeded in the task), then hard (the pool
+# kills the child). A claim is a lease derived from the hard limit: a live worker never holds a
+# claim longer than its task may run, so an older claim is a dead worker's (SIGKILL, OOM, lost
+# host) and its events are claimed again, well within a minute instead of the broker's hour.
+APPLY_SOFT_TIME_LIMIT_SECONDS = 20
+APPLY_TIME_LIMIT_SECONDS = 25
+CLAIM_LEASE_SECONDS = APPLY_TIME_LIMIT_SECONDS + 5
 
 # The broker redelivers an unacknowledged message after this long (acks_late); task retries and
 # backoff are kept well below it so a slow retry is never mistaken for a lost worker.

@@ -2,43 +2,90 @@
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Sequence
+from typing import Any
 
 from celery import Task, shared_task
-from flask import current_app
+from celery.signals import worker_ready
+from flask import Flask, current_app
 
 from gateway.extensions import db
-from gateway.jobs import PROCESS_WEBHOOK_EVENT, enqueue
-from gateway.webhooks.processing import (
-    TRANSIENT_ERRORS,
-    stripe_follow_ups,
+from gateway.jobs import (
+    APPLY_SOFT_TIME_LIMIT_SECONDS,
+    APPLY_TIME_LIMIT_SECONDS,
+    APPLY_WEBHOOK_EVENTS,
+    CLAIM_LEASE_SECONDS,
+    PROCESS_WEBHOOK_EVENT,
+    enqueue,
 )
-from gateway.webhooks.processing import (
-    process_webhook_event as apply_event,
-)
+from gateway.webhooks.processing import TRANSIENT_ERRORS, drain
 
+log = logging.getLogger(__name__)
 MAX_RETRIES = 5
 
 
 def retry_countdown(retries: int) -> float:
-    """Exponential backoff with full jitter: 2, 4, 8, 16, 32 s caps, at most about a minute in
-    all, so a retry waiting in a worker never nears the broker's 1 h visibility timeout."""
+    """Exponential backoff with full jitter: 2, 4, 8, 16, 32 s caps, about a minute in all, so a
+    retry waiting in a worker never nears the broker's 1 h visibility timeout."""
     return random.uniform(1.0, 2.0 ** (retries + 1))
 
 
-@shared_task(bind=True, name=PROCESS_WEBHOOK_EVENT, max_retries=MAX_RETRIES)
-def process_webhook_event(self: Task, event_id: int) -> str | None:
-    final = self.request.retries >= self.max_retries
+@shared_task(
+    bind=True,
+    name=APPLY_WEBHOOK_EVENTS,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=APPLY_SOFT_TIME_LIMIT_SECONDS,
+    time_limit=APPLY_TIME_LIMIT_SECONDS,
+)
+def apply_webhook_events(self: Task) -> dict[str, Any]:
+    """Claim and apply waiting events in batches until none is left (or the time budget is)."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    fanned_out = False
+
+    def after_commit(follow_ups: Sequence[tuple[str, int]]) -> None:
+        # The follow-ups (Stripe) only after the commit: they must find the rows as applied.
+        for task_name, argument in follow_ups:
+            enqueue(app, task_name, argument)
+
+    def claimed_full_batch() -> None:
+        nonlocal fanned_out
+        if not fanned_out:
+            # A backlog: wake one more worker, which does the same, until every worker drains.
+            fanned_out = enqueue(app, APPLY_WEBHOOK_EVENTS)
+
     try:
-        outcome = apply_event(db.session(), int(event_id), final_attempt=final)
+        result = drain(
+            db.session(),
+            app.config["GATEWAY"],
+            after_commit,
+            on_full_batch=claimed_full_batch,
+        )
     except TRANSIENT_ERRORS as exc:
         db.session.rollback()
-        if final:
-            return "failed"  # marked failed, or the sweep retries it once the database is back
+        if self.request.retries >= (self.max_retries or 0):
+            # The claims were given back, or expire with their lease: the sweep wakes a worker.
+            return {"status": "gave_up", "error": type(exc).__name__}
         raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from None
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    stripe_enabled = bool(app.config["GATEWAY"].stripe_api_key)
-    # After the commit: the billing task must find the user row as this event left it.
-    for task_name, user_id in stripe_follow_ups(outcome, stripe_enabled):
-        enqueue(app, task_name, user_id)
-    return outcome.status
+    if result.more:
+        enqueue(app, APPLY_WEBHOOK_EVENTS)  # a fresh message: other tasks get their turn
+    return {"applied": result.statuses, "exhausted": result.exhausted, "more": result.more}
+
+
+@shared_task(name=PROCESS_WEBHOOK_EVENT)
+def process_webhook_event(event_id: int) -> None:
+    """A message of the release before batches (one per event): wake the batch task instead."""
+    enqueue(current_app._get_current_object(), APPLY_WEBHOOK_EVENTS)  # type: ignore[attr-defined]
+
+
+@worker_ready.connect
+def _drain_after_start(sender: Any = None, **_: Any) -> None:
+    """A worker that starts (or restarts after a crash) wakes itself now, and again once the
+    claims a dead predecessor may have held have expired: with no message left in the queue
+    those events would otherwise wait for the sweep."""
+    try:
+        sender.app.send_task(APPLY_WEBHOOK_EVENTS, retry=False)
+        sender.app.send_task(APPLY_WEBHOOK_EVENTS, countdown=CLAIM_LEASE_SECONDS + 1, retry=False)
+    except Exception as exc:  # noqa: BLE001 - the beat sweep covers it; never stop a worker start
+        log.warning("could not wake webhook apply after start: %s", type(exc).__name__)

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, Text
+from sqlalchemy import BigInteger, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.models.base import Base, BigId, isoformat, utcnow
@@ -14,28 +14,50 @@ from gateway.models.base import Base, BigId, isoformat, utcnow
 
 class EventStatus(enum.StrEnum):
     RECEIVED = "received"  # committed, not yet handed to the broker
-    QUEUED = "queued"  # published to the broker
-    PROCESSING = "processing"  # claimed by a worker (claim expires: see claimed_at)
+    QUEUED = "queued"  # a worker was woken for it (published to the broker)
+    PROCESSING = "processing"  # claimed by a worker (the claim is a lease: see claimed_at)
     PROCESSED = "processed"
     IGNORED = "ignored"  # a type we do not handle
     INVALID = "invalid"  # validly signed but unusable (not JSON); kept as evidence
-    FAILED = "failed"  # permanent error or retries exhausted; see last_error
+    FAILED = "failed"  # permanent error or attempts exhausted; see last_error
 
     @classmethod
     def waiting(cls) -> tuple[EventStatus, ...]:
         return (cls.RECEIVED, cls.QUEUED)
 
 
+_WAITING_SQL = text("status IN ('received', 'queued')")
+_PROCESSING_SQL = text("status = 'processing'")
+
+
 class WebhookEvent(Base):
     __tablename__ = "webhook_events"
-    __table_args__ = (Index("ix_webhook_events_status_received_at", "status", "received_at"),)
+    __table_args__ = (
+        Index("ix_webhook_events_status_received_at", "status", "received_at"),
+        # The worker's claim reads the oldest waiting events, and which ordering keys are held.
+        Index(
+            "ix_webhook_events_waiting",
+            "id",
+            postgresql_where=_WAITING_SQL,
+            sqlite_where=_WAITING_SQL,
+        ),
+        Index(
+            "ix_webhook_events_processing_key",
+            "ordering_key",
+            postgresql_where=_PROCESSING_SQL,
+            sqlite_where=_PROCESSING_SQL,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     svix_id: Mapped[str] = mapped_column(String(255), unique=True)
     type: Mapped[str | None] = mapped_column(String(100), index=True)
     clerk_user_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Events with the same key are applied one at a time, in the order received (a Clerk user
+    # id, an organization id, a Stripe customer id: whatever the type's handler says).
+    ordering_key: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(20), default=EventStatus.RECEIVED.value)
-    attempts: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)  # claims so far
     last_error: Mapped[str | None] = mapped_column(Text)
     # The envelope's timestamp and data.updated_at, in Unix milliseconds as Clerk sends them.
     event_timestamp: Mapped[int | None] = mapped_column(BigInteger)

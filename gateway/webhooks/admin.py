@@ -13,7 +13,7 @@ from gateway.auth.public import public
 from gateway.errors import NotFound, Problem
 from gateway.extensions import db
 from gateway.users.service import UserNotFound, find_by_clerk_id, find_by_email
-from gateway.webhooks.routes import publish_event
+from gateway.webhooks.handoff import publish_event
 from gateway.webhooks.service import list_events, parse_list_filters, prepare_replay
 
 bp = Blueprint("webhooks_admin", __name__)
@@ -85,6 +85,6 @@ def list_webhook_events() -> Response:
 def replay_webhook_event(svix_id: str) -> tuple[Response, int]:
     event = prepare_replay(db.session(), svix_id)
     if event.status == "received":
-        publish_event(event.id)
+        publish_event(current_app._get_current_object(), event.id)  # type: ignore[attr-defined]
     db.session.refresh(event)
     return jsonify(event=event.to_dict()), 202

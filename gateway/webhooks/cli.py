@@ -17,7 +17,7 @@ from gateway.errors import Problem
 from gateway.extensions import db
 from gateway.models.base import isoformat
 from gateway.users.service import find_by_clerk_id
-from gateway.webhooks.routes import publish_event
+from gateway.webhooks.handoff import publish_event
 from gateway.webhooks.service import list_events, parse_list_filters, prepare_replay
 from gateway.webhooks.signatures import webhook_secrets
 from gateway.webhooks.sweep import sweep_now
@@ -58,7 +58,8 @@ def replay_command(svix_id: str) -> None:
     if event.status != "received":
         click.echo(f"{svix_id}: {event.status}, nothing a worker can do with it")
         return
-    if not publish_event(event.id):
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not publish_event(app, event.id):
         raise click.ClickException(f"{svix_id}: broker unavailable; the sweep will queue it")
     click.echo(f"{svix_id}: queued")
 

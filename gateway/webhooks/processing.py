@@ -1,34 +1,43 @@
-"""Applying a stored webhook event to the users table, exactly once, one event per user at a time.
+"""Applying stored webhook events in batches: exactly once, one event per ordering key at a time.
 
-Two transactions: the claim (committed, so operators and the sweep see who holds the event and
-how often it was tried), then the apply, which re-checks the claim under a row lock, applies the
-change and marks the row `processed` in the same commit. A duplicate message, a replay or a sweep
-racing a live worker therefore finds nothing to claim or loses its claim, and never applies twice.
+A worker claims up to `batch_size` waiting events in one short transaction (committed, so that
+operators and other workers see who holds what and how often it was tried), then applies them in
+one transaction that re-checks each claim under a row lock, calls each event's handler in the
+order received and marks the rows in the same commit. A claim is a lease (CLAIM_LEASE_SECONDS,
+derived from the task's hard time limit): a dead worker's events are claimed again once it
+expires, and a slow worker whose claim was taken over finds it gone and applies nothing. So a
+duplicate wake-up, a replay or a reclaim never applies an event twice.
+
+Claims are serialised by one advisory lock (a claim is a few milliseconds for up to a batch of
+events): that is what lets a claim skip every key another worker holds, so that the events of one
+user are never in two batches at once, and are applied in the order received. For the same reason
+the claim waits for a row another transaction holds (the receiver marking it queued, for a few
+milliseconds) instead of skipping it (SKIP LOCKED): skipping would hand a later event of that
+user to this batch ahead of the skipped one.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 import kombu.exceptions
-from sqlalchemy import ColumnElement, select, update
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import ColumnElement, Table, and_, bindparam, exists, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from gateway.jobs import ENSURE_STRIPE_CUSTOMER, MARK_CUSTOMER_DELETED, PUSH_CUSTOMER_CHANGES
+from gateway.config import Config
+from gateway.jobs import CLAIM_LEASE_SECONDS
 from gateway.models import EventStatus, WebhookEvent
 from gateway.models.base import utcnow
-from gateway.users.service import (
-    ClerkUser,
-    EmailRequired,
-    UpsertResult,
-    lock_clerk_user,
-    soft_delete_clerk_user,
-    upsert_clerk_user,
-)
-from gateway.webhooks.service import HANDLED_TYPES
+from gateway.users.service import advisory_xact_lock
+from gateway.webhooks.events import Outcome, StoredEvent
+from gateway.webhooks.handlers import HANDLERS
 
 log = logging.getLogger(__name__)
 
@@ -40,178 +49,283 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.TimeoutError,
     kombu.exceptions.OperationalError,
 )
-# Fields a Stripe customer carries: a change to one of them is pushed to Stripe.
-STRIPE_FIELDS = frozenset({"email", "first_name", "last_name"})
+# Events per claim and per apply transaction: large enough that the per-transaction costs (claim,
+# row locks, commit) are spread thin, small enough that a transaction stays well under a second.
+BATCH_SIZE = 100
+# A run of the task stops claiming after this long and hands over to a new message, so that other
+# tasks (Stripe) interleave and no run nears the soft time limit.
+DRAIN_BUDGET_SECONDS = 10.0
+CLAIM_LOCK = "webhook-events-claim"
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+_table: Table = WebhookEvent.__table__  # type: ignore[assignment]  # declared, so a Table
+_held = _table.alias("held")
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What one run of the task did; `user_id` and the flags drive the Stripe follow-up."""
-
-    event_id: int
-    status: str | None  # the row's new status; None when there was nothing to claim
-    user_id: int | None = None
-    user_active: bool = False
-    created_or_linked: bool = False
-    changed: frozenset[str] = frozenset()
-    deleted: bool = False
+class Claimed:
+    event: StoredEvent
+    attempt: int  # the row's `attempts` after this claim: the claim's token
 
 
-def process_webhook_event(session: Session, event_id: int, *, final_attempt: bool) -> Outcome:
-    """Claim, apply and mark one event. Transient errors propagate (the task retries them) after
-    the claim is released, or, on the final attempt, after the row is marked `failed`."""
-    claim = claim_event(session, event_id)
-    if claim is None:
-        return Outcome(event_id, status=None)
+@dataclass
+class DrainResult:
+    statuses: dict[str, int] = field(default_factory=dict)  # applied events by new status
+    exhausted: int = 0
+    more: bool = False  # stopped by the time budget with events still waiting
+
+    @property
+    def applied(self) -> int:
+        return sum(self.statuses.values())
+
+    def count(self, status: str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+AfterCommit = Callable[[Sequence[tuple[str, int]]], None]
+
+
+def drain(
+    session: Session,
+    config: Config,
+    after_commit: AfterCommit,
+    *,
+    on_full_batch: Callable[[], None] = lambda: None,
+    batch_size: int = BATCH_SIZE,
+    budget_seconds: float = DRAIN_BUDGET_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> DrainResult:
+    """Claim and apply batches until nothing is claimable or the budget is spent.
+
+    `after_commit` gets each batch's follow-up tasks once the batch is committed; `on_full_batch`
+    is called when a claim came back full (a backlog). Transient errors propagate after the claims
+    are given back (or, if the database is gone, left to expire).
+    """
+    deadline = clock() + budget_seconds
+    result = DrainResult()
+    while True:
+        claimed, exhausted = claim_batch(
+            session, limit=batch_size, max_attempts=config.webhook_max_attempts
+        )
+        result.exhausted += exhausted
+        if not claimed:
+            return result
+        if len(claimed) == batch_size:
+            on_full_batch()
+        follow_ups = apply_batch(session, claimed, config, result)
+        if follow_ups:
+            after_commit(follow_ups)
+        if clock() >= deadline:
+            result.more = True
+            return result
+
+
+def claim_batch(
+    session: Session, *, limit: int, max_attempts: int, now: datetime | None = None
+) -> tuple[list[Claimed], int]:
+    """Take up to `limit` waiting events (and expired claims) whose key nobody holds.
+
+    Returns the claims and how many events were failed instead, their attempts used up. An event
+    claimed before and not finished (its worker died or it failed transiently) is claimed alone:
+    if it kills its worker every time, it uses up only its own attempts, not a whole batch's.
+    """
+    now = now or utcnow()
+    claimable = _claimable(now)
+    advisory_xact_lock(session, CLAIM_LOCK)
+    rows = session.execute(
+        select(_table.c.id, _table.c.attempts, _table.c.ordering_key)
+        .where(claimable)
+        .order_by(_table.c.id)
+        .limit(limit)
+        .with_for_update(of=_table)
+    ).all()
+    exhausted: list[int] = []
+    chosen: list[int] = []
+    blocked: set[str | None] = set()  # keys with an earlier event left out of this batch
+    for row in rows:
+        if row.attempts >= max_attempts:
+            exhausted.append(row.id)
+        elif row.ordering_key in blocked:
+            continue
+        elif row.attempts > 0 and not chosen:
+            chosen.append(row.id)
+            break
+        elif row.attempts > 0:
+            blocked.add(row.ordering_key)
+        else:
+            chosen.append(row.id)
+    if exhausted:
+        session.execute(
+            update(_table)
+            .where(_table.c.id.in_(exhausted), claimable)
+            .values(
+                status=EventStatus.FAILED.value,
+                last_error=ATTEMPTS_EXHAUSTED,
+                claimed_at=None,
+                processed_at=now,
+            )
+        )
+        log.warning("webhook events failed after %d claims: %s", max_attempts, exhausted)
+    claimed: list[Claimed] = []
+    if chosen:
+        # The same conditions again: on SQLite (no row locks) this UPDATE is what decides.
+        returned = session.execute(
+            update(_table)
+            .where(_table.c.id.in_(chosen), claimable)
+            .values(
+                status=EventStatus.PROCESSING.value,
+                attempts=_table.c.attempts + 1,
+                claimed_at=now,
+            )
+            .returning(
+                _table.c.id,
+                _table.c.svix_id,
+                _table.c.type,
+                _table.c.ordering_key,
+                _table.c.payload,
+                _table.c.attempts,
+            )
+        ).all()
+        claimed = [_claimed(row) for row in sorted(returned, key=lambda r: r.id)]
+    session.commit()
+    return claimed, len(exhausted)
+
+
+def apply_batch(
+    session: Session, claimed: list[Claimed], config: Config, result: DrainResult
+) -> list[tuple[str, int]]:
+    """Apply a claimed batch in one transaction; returns the follow-ups to enqueue.
+
+    A bug or an unexpected payload in one event rolls the batch back; the batch is then applied
+    one event per transaction, so that only that event is failed.
+    """
     try:
-        return apply_claimed_event(session, event_id, claim)
-    except TRANSIENT_ERRORS as exc:
+        return _apply_in_one_transaction(session, claimed, config, result)
+    except (*TRANSIENT_ERRORS, SoftTimeLimitExceeded) as exc:
         session.rollback()
-        release_claim(session, event_id, claim.attempt, _error_name(exc), failed=final_attempt)
+        release_claims(session, claimed, _error_name(exc))
         raise
     except Exception as exc:
-        # A bug or an unexpected payload: retrying cannot help, and the row must not stay claimed.
         session.rollback()
-        log.exception("webhook event %s failed", event_id, extra={"event_id": event_id})
-        release_claim(session, event_id, claim.attempt, _error_name(exc), failed=True)
-        return Outcome(event_id, status=EventStatus.FAILED.value)
+        if len(claimed) > 1:
+            follow_ups: list[tuple[str, int]] = []
+            for one in claimed:
+                follow_ups += apply_batch(session, [one], config, result)
+            return follow_ups
+        [one] = claimed
+        log.exception("webhook event %s failed", one.event.svix_id)
+        release_claims(session, claimed, _error_name(exc), failed=True)
+        result.count(EventStatus.FAILED.value)
+        return []
 
 
-class Claim(NamedTuple):
-    attempt: int  # this attempt's number: the claim token
-    clerk_user_id: str | None  # whose lock the apply takes
-
-
-def claim_event(session: Session, event_id: int) -> Claim | None:
-    """Take the event if it is waiting."""
-    row = session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(EventStatus.waiting()))
-        .values(
-            status=EventStatus.PROCESSING.value,
-            attempts=WebhookEvent.attempts + 1,
-            claimed_at=utcnow(),
+def _apply_in_one_transaction(
+    session: Session, claimed: list[Claimed], config: Config, result: DrainResult
+) -> list[tuple[str, int]]:
+    held: dict[int, int] = dict(
+        session.execute(  # type: ignore[arg-type]
+            select(_table.c.id, _table.c.attempts)
+            .where(
+                _table.c.id.in_([one.event.id for one in claimed]),
+                _table.c.status == EventStatus.PROCESSING,
+            )
+            .order_by(_table.c.id)
+            .with_for_update()
+        ).all()
+    )
+    # A claim another worker took over after our lease expired is no longer ours: skip it.
+    ours = [one for one in claimed if held.get(one.event.id) == one.attempt]
+    now = utcnow()
+    marks: list[dict[str, Any]] = []
+    outcomes: list[tuple[StoredEvent, Outcome]] = []
+    for one in ours:
+        handler = HANDLERS.get(one.event.type)
+        if handler is None:  # a type whose handler was removed since the event was stored
+            outcome = Outcome(EventStatus.IGNORED.value)
+        else:
+            outcome = handler.apply(session, one.event, config)
+        outcomes.append((one.event, outcome))
+        marks.append(
+            {"event_id": one.event.id, "new_status": outcome.status, "error": outcome.last_error}
         )
-        .returning(WebhookEvent.attempts, WebhookEvent.clerk_user_id)
-    ).first()
+    if marks:
+        session.execute(_MARK_DONE.values(processed_at=now), marks)
     session.commit()
-    return None if row is None else Claim(int(row.attempts), row.clerk_user_id)
+    follow_ups: list[tuple[str, int]] = []
+    for event, outcome in outcomes:
+        result.count(outcome.status)
+        log.info(
+            "webhook event %s",
+            outcome.status,
+            extra={"event_id": event.svix_id, "status": outcome.status},
+        )
+        follow_ups += [job for job in outcome.follow_ups if job not in follow_ups]
+    return follow_ups
 
 
-def apply_claimed_event(session: Session, event_id: int, claim: Claim) -> Outcome:
-    if claim.clerk_user_id:
-        # Before the row lock, always in this order: events of one user apply one at a time.
-        lock_clerk_user(session, claim.clerk_user_id)
-    event = session.scalar(
-        select(WebhookEvent).where(*_still_claimed(event_id, claim.attempt)).with_for_update()
-    )
-    if event is None:
-        # The sweep or a replay gave the event to another worker while this one was slow.
-        session.rollback()
-        return Outcome(event_id, status=None)
-
-    outcome = _apply(session, event)
-    event.status = outcome.status or EventStatus.PROCESSED.value
-    event.processed_at = utcnow()
-    event.claimed_at = None
-    session.commit()
-    log.info(
-        "webhook event %s",
-        event.status,
-        extra={"event_id": event.svix_id, "status": event.status},
-    )
-    return outcome
+_MARK_DONE = (
+    update(_table)
+    .where(_table.c.id == bindparam("event_id"))
+    .values(status=bindparam("new_status"), last_error=bindparam("error"), claimed_at=None)
+)
 
 
-def release_claim(
-    session: Session, event_id: int, attempt: int, error: str, *, failed: bool
+def release_claims(
+    session: Session, claimed: Iterable[Claimed], error: str, *, failed: bool = False
 ) -> None:
-    """Give the event back (to be retried) or mark it failed. Best effort: when the database is
-    down this fails too, and the sweep picks the row up once its claim expires."""
+    """Give events back (claimed again by the next run) or mark them failed. Best effort: when
+    the database is down this fails too, and the events are claimed again once the lease ends."""
     values: dict[str, Any] = {"last_error": error, "claimed_at": None}
     if failed:
         values |= {"status": EventStatus.FAILED.value, "processed_at": utcnow()}
     else:
         values["status"] = EventStatus.RECEIVED.value
+    params = [{"event_id": one.event.id, "attempt": one.attempt} for one in claimed]
     try:
         session.execute(
-            update(WebhookEvent).where(*_still_claimed(event_id, attempt)).values(**values)
+            update(_table)
+            .where(
+                _table.c.id == bindparam("event_id"),
+                _table.c.status == EventStatus.PROCESSING,
+                _table.c.attempts == bindparam("attempt"),
+            )
+            .values(**values),
+            params,
         )
         session.commit()
     except TRANSIENT_ERRORS as exc:
         session.rollback()
-        log.warning("could not release webhook event %s: %s", event_id, type(exc).__name__)
+        log.warning("could not release %d webhook events: %s", len(params), type(exc).__name__)
 
 
-def _apply(session: Session, event: WebhookEvent) -> Outcome:
-    payload = event.payload if isinstance(event.payload, dict) else {}
-    data = payload.get("data")
-    if event.type not in HANDLED_TYPES:
-        return Outcome(event.id, status=EventStatus.IGNORED.value)
-    if not isinstance(data, dict) or not event.clerk_user_id:
-        event.last_error = "no_user_id"
-        return Outcome(event.id, status=EventStatus.INVALID.value)
-
-    if event.type == "user.deleted":
-        result = soft_delete_clerk_user(session, event.clerk_user_id)
-        return _outcome(event.id, result, deleted=result.skipped is None and not result.created)
-
-    try:
-        clerk = ClerkUser.from_payload(data)
-    except ValueError:
-        event.last_error = "not_a_user"
-        return Outcome(event.id, status=EventStatus.INVALID.value)
-    try:
-        result = upsert_clerk_user(session, clerk)
-    except EmailRequired:
-        # Retrying cannot conjure an email: fail now; a later user.updated with one will apply.
-        event.last_error = EmailRequired.code
-        return Outcome(event.id, status=EventStatus.FAILED.value)
-    event.last_error = None
-    return _outcome(event.id, result)
+def lease_cutoff(now: datetime) -> datetime:
+    return now - timedelta(seconds=CLAIM_LEASE_SECONDS)
 
 
-def _outcome(event_id: int, result: UpsertResult, deleted: bool = False) -> Outcome:
-    return Outcome(
-        event_id,
-        status=EventStatus.PROCESSED.value,
-        user_id=result.user.id,
-        user_active=result.user.is_active,
-        created_or_linked=result.created or result.linked,
-        changed=result.changed,
-        deleted=deleted,
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Waiting, or claimed by a worker whose lease ran out; and no live claim holds its key."""
+    cutoff = lease_cutoff(now)
+    key_held = exists().where(
+        _held.c.ordering_key == _table.c.ordering_key,
+        _held.c.status == EventStatus.PROCESSING,
+        _held.c.claimed_at >= cutoff,
+        _held.c.id != _table.c.id,
     )
+    return and_(
+        or_(
+            _table.c.status.in_(EventStatus.waiting()),
+            and_(_table.c.status == EventStatus.PROCESSING, _table.c.claimed_at < cutoff),
+        ),
+        ~key_held,
+    )
+
+
+def _claimed(row: Any) -> Claimed:
+    payload = row.payload if isinstance(row.payload, dict) else {}
+    event = StoredEvent(row.id, row.svix_id, row.type or "", row.ordering_key, payload)
+    return Claimed(event, int(row.attempts))
 
 
 def _error_name(exc: BaseException) -> str:
     # The class only: a driver message can quote row values (emails).
     return f"{type(exc).__module__.split('.')[0]}.{type(exc).__name__}"
-
-
-def stripe_follow_ups(outcome: Outcome, stripe_enabled: bool) -> list[tuple[str, int]]:
-    """The Stripe tasks (name, user id) to enqueue after the event's commit.
-
-    Kept apart so billing can change its rules without touching the webhook flow: a new active
-    user gets a customer, a change of email or name is pushed, a deletion marks the customer.
-    """
-    if not stripe_enabled or outcome.user_id is None:
-        return []
-    if outcome.deleted:
-        return [(MARK_CUSTOMER_DELETED, outcome.user_id)]
-    if not outcome.user_active:
-        return []
-    if outcome.created_or_linked:
-        return [(ENSURE_STRIPE_CUSTOMER, outcome.user_id)]
-    if outcome.changed & STRIPE_FIELDS:
-        # Pushes the new email/name; creates the customer when the user has none yet.
-        return [(PUSH_CUSTOMER_CHANGES, outcome.user_id)]
-    return []
-
-
-def _still_claimed(event_id: int, attempt: int) -> tuple[ColumnElement[bool], ...]:
-    """The row is still this attempt's: a sweep that reclaimed it since bumped `attempts`."""
-    return (
-        WebhookEvent.id == event_id,
-        WebhookEvent.status == EventStatus.PROCESSING,
-        WebhookEvent.attempts == attempt,
-    )

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from gateway.errors import Problem
+from gateway.jobs import CLAIM_LEASE_SECONDS
 from gateway.models import EventStatus, WebhookEvent
 from gateway.models.base import utcnow
+from gateway.webhooks.handlers import HANDLERS
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-# Event types the worker applies; anything else is stored as `ignored` and never enqueued.
-HANDLED_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
-# A claim (or a published message) older than this belongs to a dead worker: applying one event
-# takes a lock wait plus a few statements, each bounded by the 15 s statement_timeout, so a live
-# worker never holds a claim this long; and it is far below the broker's 1 h visibility timeout,
-# so a crash heals in minutes instead of an hour.
-CLAIM_TTL_SECONDS = 300
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
 _BIGINT_MAX = 2**63 - 1
 # Errors that mean "the database is not answering", as opposed to "this data is wrong".
@@ -59,6 +55,7 @@ class ParsedEvent:
     status: EventStatus
     type: str | None = None
     clerk_user_id: str | None = None
+    ordering_key: str | None = None
     event_timestamp: int | None = None
     data_updated_at: int | None = None
     payload: dict[str, Any] | None = None
@@ -92,48 +89,97 @@ def parse_event(body: bytes) -> ParsedEvent:
         return _invalid(text, "no_type")
     data = payload.get("data")
     data = data if isinstance(data, dict) else {}
-    user_id = data.get("id")
-    user_id = user_id if isinstance(user_id, str) and 0 < len(user_id) <= 64 else None
-    fields: dict[str, Any] = {
-        "type": event_type,
-        "clerk_user_id": user_id,
-        "event_timestamp": _bigint(payload.get("timestamp")),
-        "data_updated_at": _bigint(data.get("updated_at")),
-        "payload": payload,
-    }
-    if event_type not in HANDLED_TYPES:
-        return ParsedEvent(status=EventStatus.IGNORED, **fields)
-    if user_id is None:
-        return ParsedEvent(status=EventStatus.INVALID, last_error="no_user_id", **fields)
-    return ParsedEvent(status=EventStatus.RECEIVED, **fields)
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        return ParsedEvent(
+            status=EventStatus.IGNORED,
+            type=event_type,
+            event_timestamp=_bigint(payload.get("timestamp")),
+            data_updated_at=_bigint(data.get("updated_at")),
+            payload=payload,
+        )
+    key = handler.ordering_key(payload)
+    return ParsedEvent(
+        status=EventStatus.RECEIVED if key else EventStatus.INVALID,
+        type=event_type,
+        clerk_user_id=key if handler.key_is_clerk_user else None,
+        ordering_key=key,
+        event_timestamp=_bigint(payload.get("timestamp")),
+        data_updated_at=_bigint(data.get("updated_at")),
+        payload=payload,
+        last_error=None if key else handler.missing_key_error,
+    )
 
 
 def record_webhook_event(session: Session, svix_id: str, body: bytes) -> RecordedEvent:
-    """Store the delivery once per svix-id and commit. Raises DatabaseUnavailable."""
+    """Store the delivery once per svix-id and commit: one INSERT ... ON CONFLICT DO NOTHING
+    RETURNING and one commit for a new event (a duplicate adds one SELECT).
+
+    Raises DatabaseUnavailable. The statements are built once per dialect (_statements): building
+    and compiling them on every call cost more CPU than the round trip itself.
+    """
     parsed = parse_event(body)
     try:
+        connection = session.connection()
+        statements = _statements(connection.dialect.name)
         try:
-            inserted = _insert(session, svix_id, parsed)
+            row = connection.execute(statements.insert, _row(svix_id, parsed)).first()
         except sa_exc.DataError:
             # PostgreSQL refuses some valid JSON (\u0000, lone surrogates): keep it as evidence.
             session.rollback()
-            text = body.decode("utf-8")
-            inserted = _insert(session, svix_id, _invalid(text, "unstorable_json"))
-        if inserted is not None:
-            row_id, status = inserted
-            duplicate = False
-        else:
-            row = session.execute(
-                select(WebhookEvent.id, WebhookEvent.status).where(WebhookEvent.svix_id == svix_id)
-            ).one()
-            row_id, status = row.id, row.status
-            duplicate = True
+            connection = session.connection()
+            invalid = _invalid(body.decode("utf-8"), "unstorable_json")
+            row = connection.execute(statements.insert, _row(svix_id, invalid)).first()
+        duplicate = row is None
+        if row is None:
+            row = connection.execute(statements.find, {"svix_id": svix_id}).one()
         session.commit()
     except DATABASE_DOWN_ERRORS as exc:
         session.rollback()
         log.warning("webhook event not stored: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
-    return RecordedEvent(id=row_id, status=status, duplicate=duplicate)
+    return RecordedEvent(id=row.id, status=row.status, duplicate=duplicate)
+
+
+class _Statements(NamedTuple):
+    insert: Executable
+    find: Executable
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    table: Table = WebhookEvent.__table__  # type: ignore[assignment]  # declared, so a Table
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return _Statements(
+        insert=insert(table)
+        .values({column: bindparam(column) for column in _INSERTED})
+        .on_conflict_do_nothing(index_elements=["svix_id"])
+        .returning(table.c.id, table.c.status),
+        find=select(table.c.id, table.c.status).where(table.c.svix_id == bindparam("svix_id")),
+    )
+
+
+_INSERTED = (
+    "svix_id", "type", "clerk_user_id", "ordering_key", "status", "attempts", "last_error",
+    "event_timestamp", "data_updated_at", "payload", "raw_body", "received_at",
+)  # fmt: skip
+
+
+def _row(svix_id: str, parsed: ParsedEvent) -> dict[str, Any]:
+    return {
+        "svix_id": svix_id,
+        "type": parsed.type,
+        "clerk_user_id": parsed.clerk_user_id,
+        "ordering_key": parsed.ordering_key,
+        "status": parsed.status.value,
+        "attempts": 0,
+        "last_error": parsed.last_error,
+        "event_timestamp": parsed.event_timestamp,
+        "data_updated_at": parsed.data_updated_at,
+        "payload": parsed.payload,
+        "raw_body": parsed.raw_body,
+        "received_at": utcnow(),
+    }
 
 
 def mark_queued(session: Session, event_ids: list[int]) -> None:
@@ -196,104 +242,17 @@ def prepare_replay(session: Session, svix_id: str, now: datetime | None = None) 
     stale and already-deleted changes, so a replay only redoes what is not yet applied."""
     event = find_event(session, svix_id)
     now = now or utcnow()
-    if event.status == EventStatus.PROCESSING and not _claim_expired(event.claimed_at, now):
+    if event.status == EventStatus.PROCESSING and not lease_expired(event.claimed_at, now):
         raise WebhookEventInProgress()
     if event.status == EventStatus.INVALID and event.payload is None:
         return event  # not JSON: nothing a worker could do with it
     event.status = EventStatus.RECEIVED.value
     event.claimed_at = None
+    # An operator's replay is a fresh start: without it, an event failed as attempts_exhausted
+    # would be failed again by the very next claim.
+    event.attempts = 0
     session.commit()
     return event
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    reclaimed: int  # processing rows whose claim expired
-    found: int  # rows waiting for a worker
-    enqueued: int
-
-
-def sweep_webhook_events(
-    session: Session,
-    enqueue: Callable[[int], bool],
-    older_than_seconds: float,
-    claim_ttl_seconds: float = CLAIM_TTL_SECONDS,
-    now: datetime | None = None,
-) -> SweepResult:
-    """Publish events the broker never took (`received` for `older_than_seconds`), and give
-    events of dead workers back: claims older than `claim_ttl_seconds`, and `queued` rows whose
-    message has been out that long (lost: a worker killed holding it unacknowledged, whose
-    redelivery waits for the 1 h visibility timeout, or a Redis restarted without its data).
-
-    `queued` rows within the TTL are left alone: during a backlog their message is simply still
-    in line, and republishing it every interval would only pile duplicates onto the queue. A
-    duplicate is harmless all the same: the worker's claim finds nothing to do.
-    """
-    now = now or utcnow()
-    expired = now - timedelta(seconds=claim_ttl_seconds)
-    reclaimed = session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.status == EventStatus.PROCESSING, WebhookEvent.claimed_at < expired)
-        .values(status=EventStatus.RECEIVED.value, claimed_at=None)
-        .returning(WebhookEvent.id)
-    ).all()
-    session.commit()
-    cutoff = now - timedelta(seconds=older_than_seconds)
-    waiting = list(
-        session.scalars(
-            select(WebhookEvent.id)
-            .where(
-                or_(
-                    (WebhookEvent.status == EventStatus.RECEIVED)
-                    & (func.coalesce(WebhookEvent.queued_at, WebhookEvent.received_at) < cutoff),
-                    (WebhookEvent.status == EventStatus.QUEUED)
-                    & (WebhookEvent.queued_at < expired),
-                ),
-            )
-            .order_by(WebhookEvent.id)
-        )
-    )
-    reclaimed_ids = {row.id for row in reclaimed}
-    ids = sorted(set(waiting) | reclaimed_ids)
-    enqueued: list[int] = []
-    for event_id in ids:
-        if not enqueue(event_id):
-            break  # the broker is down: the next sweep tries again
-        enqueued.append(event_id)
-    mark_queued(session, enqueued)
-    if ids:
-        log.info(
-            "webhook sweep: %d waiting, %d reclaimed, %d enqueued",
-            len(ids),
-            len(reclaimed_ids),
-            len(enqueued),
-        )
-    return SweepResult(reclaimed=len(reclaimed_ids), found=len(ids), enqueued=len(enqueued))
-
-
-def _insert(session: Session, svix_id: str, parsed: ParsedEvent) -> tuple[int, str] | None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(WebhookEvent)
-        .values(
-            svix_id=svix_id,
-            type=parsed.type,
-            clerk_user_id=parsed.clerk_user_id,
-            status=parsed.status.value,
-            attempts=0,
-            last_error=parsed.last_error,
-            event_timestamp=parsed.event_timestamp,
-            data_updated_at=parsed.data_updated_at,
-            payload=parsed.payload,
-            raw_body=parsed.raw_body,
-            received_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["svix_id"])
-        .returning(WebhookEvent.id, WebhookEvent.status)
-    )
-    row = session.execute(statement).first()
-    return None if row is None else (row.id, row.status)
 
 
 def _invalid(text: str, reason: str) -> ParsedEvent:
@@ -313,9 +272,10 @@ def _bigint(value: Any) -> int | None:
     return value if -_BIGINT_MAX <= value <= _BIGINT_MAX else None
 
 
-def _claim_expired(claimed_at: datetime | None, now: datetime) -> bool:
+def lease_expired(claimed_at: datetime | None, now: datetime) -> bool:
+    """A claim older than the lease belongs to a dead worker (gateway.jobs: CLAIM_LEASE_SECONDS)."""
     if claimed_at is None:
         return True
     if claimed_at.tzinfo is None:
         claimed_at = claimed_at.replace(tzinfo=now.tzinfo)
-    return claimed_at < now - timedelta(seconds=CLAIM_TTL_SECONDS)
+    return claimed_at < now - timedelta(seconds=CLAIM_LEASE_SECONDS)

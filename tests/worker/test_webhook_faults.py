@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import signal
 import time
 
+import psycopg
 import pytest
 from sqlalchemy import select
 
@@ -89,7 +92,9 @@ def applied_lines(*procs: Proc) -> list[str]:
     return ids
 
 
-def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(make_app, worker_factory):
+def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(
+    make_app, worker_factory, database_url
+):
     app = make_app(CLERK_WEBHOOK_SECRET=SECRET)
     client = app.test_client()
     sent = []
@@ -101,18 +106,20 @@ def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(make_app, w
             event = clerk_event(kind, user_id, f"k{n}-{stamp}@example.com", updated_at=stamp)
             assert post_event(client, event, msg_id).status_code == 200
             sent.append(msg_id)
-    # The batch waits in Redis; the worker starts on a full queue, so the kill lands mid-batch.
-    first = worker_factory(concurrency=2)
-    wait_until(lambda: sum(r.status == "processed" for r in statuses(app).values()) >= 4, 30, 0.02)
-    first.kill(signal.SIGKILL)
-    first.popen.wait(10)
+    # Another writer holds one user's lock, so the worker's batch is claimed and stuck half way
+    # through when it is killed: a kill mid-batch, deterministically.
+    with held_user_lock(database_url, user_ids[10]):
+        first = worker_factory(concurrency=2)
+        wait_until(lambda: any(r.status == "processing" for r in statuses(app).values()), 30)
+        first.kill(signal.SIGKILL)
+        first.popen.wait(10)
     at_kill = statuses(app)
-    assert any(r.status != "processed" for r in at_kill.values()), "batch finished before the kill"
+    assert any(r.status == "processing" for r in at_kill.values()), "nothing held at the kill"
 
     second = worker_factory(concurrency=2)
 
     def swept_and_processed():
-        # What beat would do every WEBHOOK_SWEEP_SECONDS; claims of the dead worker expire at once.
+        # What `flask webhooks requeue --claim-ttl 0` does after a known crash: no lease wait.
         with app.app_context():
             sweep_now(app, older_than_seconds=1, claim_ttl_seconds=1)
         return all_processed(app)
@@ -129,14 +136,29 @@ def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(make_app, w
     assert emails == {f"k{n}-2000@example.com" for n in range(30)}
 
 
+@contextlib.contextmanager
+def held_user_lock(database_url, clerk_user_id):
+    """Hold a user's advisory lock on another connection (gateway.users.service's key)."""
+    digest = hashlib.blake2b(clerk_user_id.encode(), digest_size=8).digest()
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest, "big", signed=True),)
+        )
+        yield
+        conn.rollback()
+
+
 def test_worker_database_down_retries_with_backoff(make_app, worker_factory):
     # The worker's database is a port nothing listens on: every claim is an OperationalError.
     worker = worker_factory(DATABASE_URL=f"postgresql://root:root@127.0.0.1:{free_port()}/down")
     app = make_app(CLERK_WEBHOOK_SECRET=SECRET)
 
     msg_id = new_msg_id()
-    assert post_event(app.test_client(), clerk_event("user.created", new_user_id()), msg_id)
+    response = post_event(app.test_client(), clerk_event("user.created", new_user_id()), msg_id)
+    assert response.status_code == 200
 
     worker.wait_for_output("Retry in", timeout=20)
     assert "OperationalError" in worker.output()
-    assert statuses(app)[msg_id].status == "queued"  # untouched: the sweep still owns it
+    # Untouched: the worker never reached the row; the sweep still owns it.
+    assert statuses(app)[msg_id].status in ("received", "queued")
+    assert statuses(app)[msg_id].attempts == 0

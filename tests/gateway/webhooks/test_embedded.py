@@ -7,7 +7,8 @@ from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.models import User, WebhookEvent
-from gateway.webhooks.processing import process_webhook_event
+from gateway.webhooks.handoff import wake_ups
+from gateway.webhooks.processing import drain
 from tests.support.svix import SECRET, clerk_event, new_msg_id, new_user_id, post_event
 
 
@@ -29,13 +30,17 @@ def test_embedded_sqlite_receive_duplicate_and_apply(make_app, tmp_path):
     second = post_event(client, event, msg_id)
 
     assert (first.json["duplicate"], second.json["duplicate"]) == (False, True)
+    wake_ups(app).flush()
+    config = app.config["GATEWAY"]
     with app.app_context():
         row = db.session.scalar(select(WebhookEvent))
-        assert row.status == "queued"  # the filesystem broker took the message
-        outcome = process_webhook_event(db.session, row.id, final_attempt=False)
+        assert row.status == "queued"  # the filesystem broker took the wake-up
+        outcome = drain(db.session, config, lambda jobs: None)
         user = db.session.scalar(select(User))
         mirrored = (user.clerk_user_id, user.email)
-        again = process_webhook_event(db.session, row.id, final_attempt=False)
-    assert outcome.status == "processed"
+        again = drain(db.session, config, lambda jobs: None)
+        row = db.session.scalar(select(WebhookEvent))
+        assert (row.status, row.attempts) == ("processed", 1)
+    assert outcome.statuses == {"processed": 1}
     assert mirrored == (user_id, "local@example.com")
-    assert again.status is None
+    assert again.applied == 0

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
+import sqlalchemy.event
 from sqlalchemy import select
 
 from gateway.extensions import db
+from gateway.jobs import APPLY_WEBHOOK_EVENTS
 from gateway.models import WebhookEvent
+from gateway.webhooks.handoff import wake_ups
+from tests.support.broker import queued_tasks
+from tests.support.polling import wait_until
 from tests.support.processes import free_port
 from tests.support.svix import (
     OTHER_SECRET,
@@ -33,7 +39,7 @@ def rows(app):
         return list(db.session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
 
 
-def test_receive_valid_user_created_stores_row_and_acknowledges(app, client):
+def test_receive_valid_user_created_stores_row_and_acknowledges(app, client, redis_url):
     user_id = new_user_id()
     event = clerk_event("user.created", user_id, "ada@example.com", updated_at=1700000000000)
     msg_id = new_msg_id()
@@ -50,10 +56,52 @@ def test_receive_valid_user_created_stores_row_and_acknowledges(app, client):
     assert row.data_updated_at == 1700000000000
     assert row.payload == event
     assert row.raw_body is None
-    # The test broker (Redis) answers, so the publish succeeded and the row says so.
-    assert row.status == "queued"
-    assert row.queued_at is not None
     assert row.attempts == 0
+    # The hand-off publishes after the answer; the test broker (Redis) takes it, and the row
+    # says so.
+    [row] = wait_until(lambda: [r for r in rows(app) if r.status == "queued"], 10)
+    assert row.queued_at is not None
+    assert queued_tasks(redis_url) == [(APPLY_WEBHOOK_EVENTS, [])]
+
+
+def test_receive_new_event_is_one_insert_and_one_commit(app, client):
+    # The hot path: no SELECT, no UPDATE, no publish in the request (STYLE: statement counts).
+    event = clerk_event("user.updated", new_user_id(), "count@example.com")
+    post_event(client, clerk_event("user.updated", new_user_id()))  # pool and caches warm
+    request_thread = threading.get_ident()  # the hand-off thread's own statements do not count
+    seen: list[str] = []
+
+    def statement(conn, cursor, sql, *args):
+        if threading.get_ident() == request_thread:
+            seen.append(sql.split()[0])
+
+    def commit(conn):
+        if threading.get_ident() == request_thread:
+            seen.append("COMMIT")
+
+    with app.app_context():
+        engine = db.engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(engine, "commit", commit)
+    try:
+        response = post_event(client, event)
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", statement)
+        sqlalchemy.event.remove(engine, "commit", commit)
+
+    assert response.status_code == 200
+    assert seen == ["INSERT", "COMMIT"]
+
+
+def test_receive_burst_is_handed_off_as_few_wake_ups(app, client, redis_url):
+    user_ids = [new_user_id() for _ in range(20)]
+    for user_id in user_ids:
+        assert post_event(client, clerk_event("user.created", user_id)).status_code == 200
+
+    wait_until(lambda: all(r.status == "queued" for r in rows(app)), 10)
+    wakes = queued_tasks(redis_url)
+    assert 1 <= len(wakes) < len(user_ids)
+    assert {(name, tuple(args)) for name, args in wakes} == {(APPLY_WEBHOOK_EVENTS, ())}
 
 
 def test_receive_same_svix_id_twice_answers_duplicate_and_stores_once(app, client):
@@ -251,6 +299,7 @@ def test_receive_broker_down_still_acknowledges_quickly_row_received(make_app):
 
     assert response.status_code == 200
     assert elapsed < 2.0  # CONTRACT 4.5: acknowledged even when the broker is down
+    wake_ups(app).flush()  # what the hand-off thread does: the broker refuses
     [row] = rows(app)
     assert row.status == "received"
 
@@ -260,13 +309,14 @@ def test_receive_duplicate_of_unqueued_row_publishes_again(make_app, app, client
     event = clerk_event("user.updated", new_user_id())
     msg_id = new_msg_id()
     assert post_event(down.test_client(), event, msg_id).status_code == 200
+    wake_ups(down).flush()
     assert rows(app)[0].status == "received"
 
     # Svix retries the delivery after the broker is back: the duplicate gets it queued.
     response = post_event(client, event, msg_id)
 
     assert response.json["duplicate"] is True
-    assert rows(app)[0].status == "queued"
+    wait_until(lambda: rows(app)[0].status == "queued", 10)
 
 
 def test_receive_get_not_allowed_problem(client):

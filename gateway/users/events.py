@@ -1,0 +1,67 @@
+"""Clerk's user.created|updated|deleted events, applied to the users table (CONTRACT 4.5).
+
+Registered in gateway/webhooks/handlers.py; the worker calls these inside its batch transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from gateway.config import Config
+from gateway.jobs import ENSURE_STRIPE_CUSTOMER, MARK_CUSTOMER_DELETED, PUSH_CUSTOMER_CHANGES
+from gateway.models import EventStatus
+from gateway.users.service import (
+    ClerkUser,
+    EmailRequired,
+    UpsertResult,
+    lock_clerk_user,
+    soft_delete_clerk_user,
+    upsert_clerk_user,
+)
+from gateway.webhooks.events import Outcome, StoredEvent
+
+# Fields a Stripe customer carries: a change to one of them is pushed to Stripe.
+STRIPE_FIELDS = frozenset({"email", "first_name", "last_name"})
+
+
+def apply_user_upsert(session: Session, event: StoredEvent, config: Config) -> Outcome:
+    """user.created and user.updated: the same upsert (Svix may deliver them in either order)."""
+    try:
+        clerk = ClerkUser.from_payload(event.data)
+    except ValueError:
+        return Outcome(EventStatus.INVALID.value, "not_a_user")
+    lock_clerk_user(session, clerk.id)
+    try:
+        result = upsert_clerk_user(session, clerk)
+    except EmailRequired:
+        # Retrying cannot conjure an email: fail now; a later user.updated with one will apply.
+        return Outcome(EventStatus.FAILED.value, EmailRequired.code)
+    return Outcome(follow_ups=stripe_follow_ups(result, config))
+
+
+def apply_user_deleted(session: Session, event: StoredEvent, config: Config) -> Outcome:
+    assert event.ordering_key is not None  # the receiver stores keyless events as invalid
+    lock_clerk_user(session, event.ordering_key)
+    result = soft_delete_clerk_user(session, event.ordering_key)
+    return Outcome(follow_ups=stripe_follow_ups(result, config, deleted=True))
+
+
+def stripe_follow_ups(
+    result: UpsertResult, config: Config, deleted: bool = False
+) -> tuple[tuple[str, int], ...]:
+    """The Stripe task a user change calls for: a new active user gets a customer, a change of
+    email or name is pushed, a deletion marks the customer. None without STRIPE_API_KEY."""
+    if not config.stripe_api_key or result.skipped is not None:
+        return ()
+    user = result.user
+    if deleted:
+        # A tombstone for an unknown user has no customer to mark.
+        return () if result.created else ((MARK_CUSTOMER_DELETED, user.id),)
+    if not user.is_active:
+        return ()
+    if result.created or result.linked:
+        return ((ENSURE_STRIPE_CUSTOMER, user.id),)
+    if result.changed & STRIPE_FIELDS:
+        # Pushes the new email/name; creates the customer when the user has none yet.
+        return ((PUSH_CUSTOMER_CHANGES, user.id),)
+    return ()

@@ -1,0 +1,26 @@
+"""The dispatch table: which function applies each webhook event type. One place to register.
+
+Adding a type: write `apply(session, event, config) -> Outcome` next to the rows it changes
+(e.g. gateway/organizations/events.py), then add a line below with the ordering key that
+serialises its events. Events of one key are applied one at a time, in the order received;
+events of different keys in parallel. Types not listed here are stored `ignored`.
+"""
+
+from __future__ import annotations
+
+from gateway.users.events import apply_user_deleted, apply_user_upsert
+from gateway.webhooks.events import Apply, Handler, data_id
+
+
+def _user_event(apply: Apply) -> Handler:
+    """Ordered per Clerk user (data.id), as logins and backfill writing the same user are."""
+    return Handler(
+        apply, ordering_key=data_id, missing_key_error="no_user_id", key_is_clerk_user=True
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "user.created": _user_event(apply_user_upsert),
+    "user.updated": _user_event(apply_user_upsert),
+    "user.deleted": _user_event(apply_user_deleted),
+}
