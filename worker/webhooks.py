@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,9 +84,17 @@ def process_webhook_event(event_id: int) -> None:
 def _drain_after_start(sender: Any = None, **_: Any) -> None:
     """A worker that starts (or restarts after a crash) wakes itself now, and again once the
     claims a dead predecessor may have held have expired: with no message left in the queue
-    those events would otherwise wait for the sweep."""
-    try:
-        sender.app.send_task(APPLY_WEBHOOK_EVENTS, retry=False)
-        sender.app.send_task(APPLY_WEBHOOK_EVENTS, countdown=CLAIM_LEASE_SECONDS + 1, retry=False)
-    except Exception as exc:  # noqa: BLE001 - the beat sweep covers it; never stop a worker start
-        log.warning("could not wake webhook apply after start: %s", type(exc).__name__)
+    those events would otherwise wait for the sweep. The second wake-up is a timer here, not a
+    countdown message, which a worker would hold unacknowledged in the broker meanwhile."""
+    app = sender.app
+
+    def wake() -> None:
+        try:
+            app.send_task(APPLY_WEBHOOK_EVENTS, retry=False)
+        except Exception as exc:  # noqa: BLE001 - the beat sweep covers it; never stop a worker
+            log.warning("could not wake webhook apply after start: %s", type(exc).__name__)
+
+    wake()
+    timer = threading.Timer(CLAIM_LEASE_SECONDS + 1, wake)
+    timer.daemon = True
+    timer.start()
