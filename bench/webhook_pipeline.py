@@ -105,7 +105,7 @@ def run_wrk(url: str, deliveries: list[Delivery], seconds: float, connections: i
     path = RESULTS / "webhook-deliveries.tsv"
     write_deliveries(path, deliveries)
     threads = 2
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
             "-s", str(LUA), url, "--", str(path), str(threads)]  # fmt: skip
     output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("WRK_JSON "))
@@ -223,7 +223,8 @@ def web(env: dict[str, str], name: str) -> Iterator[int]:
 def procfile_worker(env: dict[str, str], name: str) -> Iterator[Proc]:
     command = procfile_command("worker")
     worker_env = {**env, "PATH": f"{BIN}:/usr/bin:/bin"}
-    proc = Proc(["bash", "-c", f"exec {command}"], worker_env, RESULTS / f"{name}-worker.log")
+    # As a Procfile runner does: the line through a shell (it starts with an env assignment).
+    proc = Proc(["bash", "-c", command], worker_env, RESULTS / f"{name}-worker.log")
     try:
         proc.wait_for_output("ready.", timeout=60)
         yield proc

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import DateTime, TextClause, bindparam, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
 
 from gateway.errors import Problem
 from gateway.jobs import CLAIM_LEASE_SECONDS
@@ -59,6 +57,7 @@ class ParsedEvent:
     event_timestamp: int | None = None
     data_updated_at: int | None = None
     payload: dict[str, Any] | None = None
+    payload_text: str | None = None  # the body as received, when it is stored as `payload`
     raw_body: str | None = None
     last_error: str | None = None
 
@@ -77,16 +76,16 @@ class RecordedEvent:
 
 def parse_event(body: bytes) -> ParsedEvent:
     """Classify a verified body: handled (received), unknown type (ignored), unusable (invalid)."""
-    text = body.decode("utf-8")  # verification already proved it is UTF-8
+    body_text = body.decode("utf-8")  # verification already proved it is UTF-8
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
+        payload = json.loads(body_text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
-        return _invalid(text, "not_json")
+        return _invalid(body_text, "not_json")
     if not isinstance(payload, dict):
-        return _invalid(text, "not_an_object")
+        return _invalid(body_text, "not_an_object")
     event_type = payload.get("type")
     if not isinstance(event_type, str) or not event_type or len(event_type) > 100:
-        return _invalid(text, "no_type")
+        return _invalid(body_text, "no_type")
     data = payload.get("data")
     data = data if isinstance(data, dict) else {}
     handler = HANDLERS.get(event_type)
@@ -97,6 +96,7 @@ def parse_event(body: bytes) -> ParsedEvent:
             event_timestamp=_bigint(payload.get("timestamp")),
             data_updated_at=_bigint(data.get("updated_at")),
             payload=payload,
+            payload_text=body_text,
         )
     key = handler.ordering_key(payload)
     return ParsedEvent(
@@ -107,6 +107,7 @@ def parse_event(body: bytes) -> ParsedEvent:
         event_timestamp=_bigint(payload.get("timestamp")),
         data_updated_at=_bigint(data.get("updated_at")),
         payload=payload,
+        payload_text=body_text,
         last_error=None if key else handler.missing_key_error,
     )
 
@@ -142,20 +143,24 @@ def record_webhook_event(session: Session, svix_id: str, body: bytes) -> Recorde
 
 
 class _Statements(NamedTuple):
-    insert: Executable
-    find: Executable
+    insert: TextClause
+    find: TextClause
 
 
 @functools.cache
 def _statements(dialect: str) -> _Statements:
-    table: Table = WebhookEvent.__table__  # type: ignore[assignment]  # declared, so a Table
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    """SQL text, so SQLAlchemy compiles it once (the PostgreSQL dialect's insert() construct is
+    not cacheable: it was compiled on every call), and psycopg prepares it server-side after a few
+    uses. The body goes in as the verified text itself, cast to JSONB, not re-serialised."""
+    payload = "CAST(:payload AS JSONB)" if dialect == "postgresql" else ":payload"
+    columns = ", ".join(_INSERTED)
+    values = ", ".join(payload if name == "payload" else f":{name}" for name in _INSERTED)
     return _Statements(
-        insert=insert(table)
-        .values({column: bindparam(column) for column in _INSERTED})
-        .on_conflict_do_nothing(index_elements=["svix_id"])
-        .returning(table.c.id, table.c.status),
-        find=select(table.c.id, table.c.status).where(table.c.svix_id == bindparam("svix_id")),
+        insert=text(
+            f"INSERT INTO webhook_events ({columns}) VALUES ({values})"  # noqa: S608 - constants
+            " ON CONFLICT (svix_id) DO NOTHING RETURNING id, status"
+        ).bindparams(bindparam("received_at", type_=DateTime(timezone=True))),
+        find=text("SELECT id, status FROM webhook_events WHERE svix_id = :svix_id"),
     )
 
 
@@ -176,7 +181,7 @@ def _row(svix_id: str, parsed: ParsedEvent) -> dict[str, Any]:
         "last_error": parsed.last_error,
         "event_timestamp": parsed.event_timestamp,
         "data_updated_at": parsed.data_updated_at,
-        "payload": parsed.payload,
+        "payload": parsed.payload_text,
         "raw_body": parsed.raw_body,
         "received_at": utcnow(),
     }
