@@ -105,7 +105,8 @@ def run_wrk(url: str, deliveries: list[Delivery], seconds: float, connections: i
     path = RESULTS / "webhook-deliveries.tsv"
     write_deliveries(path, deliveries)
     threads = 2
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+    duration = f"-d{max(1, round(seconds))}s"
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", duration, "--timeout", "5s",
             "-s", str(LUA), url, "--", str(path), str(threads)]  # fmt: skip
     output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("WRK_JSON "))
