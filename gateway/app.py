@@ -171,6 +171,7 @@ def register_blueprints(app: Flask) -> None:
     from gateway.auth import routes as auth_routes
     from gateway.guards import routes as guards_routes
     from gateway.guards import runtime as guards_runtime
+    from gateway.organizations import routes as organizations_admin
     from gateway.webhooks import admin as webhooks_admin
     from gateway.webhooks import handoff as webhooks_handoff
     from gateway.webhooks import routes as webhooks
@@ -184,6 +185,7 @@ def register_blueprints(app: Flask) -> None:
     webhooks_handoff.init_app(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(webhooks_admin.bp)
+    app.register_blueprint(organizations_admin.bp)
     if app.config["GATEWAY"].dev_mode:
         from gateway.auth import dev
 

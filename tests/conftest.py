@@ -40,7 +40,14 @@ PG_SERVER = os.environ.get("TEST_PG_SERVER", "postgresql://root:root@127.0.0.1:5
 REDIS_SERVER = os.environ.get("TEST_REDIS_SERVER")
 _CHECKOUT = zlib.crc32(str(ROOT).encode())
 TEST_DB_NAME = f"cg_test_{_CHECKOUT % 100000}"
-TABLES = ("guard_requests", "biasguard_audit_logs", "webhook_events", "users")
+TABLES = (
+    "guard_requests",
+    "biasguard_audit_logs",
+    "webhook_events",
+    "organization_memberships",
+    "organizations",
+    "users",
+)
 
 
 def _admin_connect() -> psycopg.Connection[Any]:

@@ -2,7 +2,17 @@
 
 from gateway.models.audit import BiasguardAuditLog, GuardRequest
 from gateway.models.base import Base
+from gateway.models.organization import Organization, OrganizationMembership
 from gateway.models.user import User
 from gateway.models.webhook_event import EventStatus, WebhookEvent
 
-__all__ = ["Base", "BiasguardAuditLog", "EventStatus", "GuardRequest", "User", "WebhookEvent"]
+__all__ = [
+    "Base",
+    "BiasguardAuditLog",
+    "EventStatus",
+    "GuardRequest",
+    "Organization",
+    "OrganizationMembership",
+    "User",
+    "WebhookEvent",
+]

@@ -193,13 +193,16 @@ def ms_to_datetime(value: int | None) -> datetime | None:
 
 
 def _is_stale(user: User, clerk: ClerkUser) -> bool:
-    if user.clerk_updated_at is None or clerk.updated_at_ms is None:
+    return is_stale(user.clerk_updated_at, clerk.updated_at_ms)
+
+
+def is_stale(stored: datetime | None, incoming_ms: int | None) -> bool:
+    """An incoming Clerk `updated_at` (ms) no newer than the stored one changes nothing."""
+    if stored is None or incoming_ms is None:
         return False
-    stored = user.clerk_updated_at
     if stored.tzinfo is None:  # SQLite returns naive UTC
         stored = stored.replace(tzinfo=UTC)
-    stored_ms = round(stored.timestamp() * 1000)
-    return clerk.updated_at_ms <= stored_ms
+    return incoming_ms <= round(stored.timestamp() * 1000)
 
 
 def _apply(user: User, clerk: ClerkUser) -> frozenset[str]:

@@ -8,6 +8,8 @@ events of different keys in parallel. Types not listed here are stored `ignored`
 
 from __future__ import annotations
 
+from gateway.organizations.events import apply_organization_webhook, organization_key
+from gateway.organizations.service import EVENT_TYPES as ORGANIZATION_EVENT_TYPES
 from gateway.users.events import apply_user_deleted, apply_user_upsert
 from gateway.webhooks.events import Apply, Handler, data_id
 
@@ -23,4 +25,13 @@ HANDLERS: dict[str, Handler] = {
     "user.created": _user_event(apply_user_upsert),
     "user.updated": _user_event(apply_user_upsert),
     "user.deleted": _user_event(apply_user_deleted),
+    # organization.* and organizationMembership.*: ordered per organization (CONTRACT 4.10).
+    **{
+        event_type: Handler(
+            apply_organization_webhook,
+            ordering_key=organization_key,
+            missing_key_error="no_organization_id",
+        )
+        for event_type in sorted(ORGANIZATION_EVENT_TYPES)
+    },
 }

@@ -1,0 +1,1 @@
+"""Clerk organizations mirrored from webhooks, and the operator view of them."""
