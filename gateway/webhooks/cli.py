@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -16,11 +17,17 @@ from gateway.cli import dev, users, webhooks
 from gateway.errors import Problem
 from gateway.extensions import db
 from gateway.models.base import isoformat
+from gateway.organizations.service import EVENT_TYPES as ORGANIZATION_EVENT_TYPES
 from gateway.users.service import find_by_clerk_id
 from gateway.webhooks.handoff import publish_event
 from gateway.webhooks.service import list_events, parse_list_filters, prepare_replay
 from gateway.webhooks.signatures import webhook_secrets
 from gateway.webhooks.sweep import sweep_now
+
+# What `flask dev webhook` can send: every Clerk type the worker applies.
+DEV_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"}) | (
+    ORGANIZATION_EVENT_TYPES
+)
 
 
 def _fail(problem: Problem) -> click.ClickException:
@@ -95,18 +102,34 @@ def show_user_command(clerk_user_id: str) -> None:
 
 
 @dev.command("webhook")
-@click.argument("event_type", type=click.Choice(["user.created", "user.updated", "user.deleted"]))
-@click.option("--user", "user_id", required=True, help="Clerk user id, e.g. user_123")
-@click.option("--email", default=None, help="primary email (created/updated)")
+@click.argument("event_type", type=click.Choice(sorted(DEV_EVENT_TYPES)))
+@click.option(
+    "--user",
+    "user_id",
+    default=None,
+    help="Clerk user id, e.g. user_123 (user and membership events)",
+)
+@click.option("--email", default=None, help="primary email (user.created/updated)")
 @click.option("--first-name", default=None)
 @click.option("--last-name", default=None)
+@click.option(
+    "--org",
+    "org_id",
+    default=None,
+    help="Clerk organization id, e.g. org_acme (organization and membership events)",
+)
+@click.option("--org-name", default=None, help="organization name (default: the id)")
+@click.option("--role", default="org:member", show_default=True, help="membership role")
 @click.option("--url", default=None, help="default http://127.0.0.1:$PORT/webhooks/clerk")
 def dev_webhook_command(
     event_type: str,
-    user_id: str,
+    user_id: str | None,
     email: str | None,
     first_name: str | None,
     last_name: str | None,
+    org_id: str | None,
+    org_name: str | None,
+    role: str,
     url: str | None,
 ) -> None:
     """Send a Svix-signed Clerk event to the running local gateway (development mode only)."""
@@ -114,31 +137,14 @@ def dev_webhook_command(
     if not config.dev_mode:
         raise click.ClickException("development mode only (GATEWAY_ENV=development, no Clerk keys)")
     now_ms = int(time.time() * 1000)
-    data: dict[str, object] = {"id": user_id, "object": "user"}
-    if event_type == "user.deleted":
-        data["deleted"] = True
+    if event_type.startswith("user."):
+        if not user_id:
+            raise click.ClickException("--user is required for user events")
+        data = _dev_user_data(event_type, user_id, email, first_name, last_name, now_ms)
     else:
-        if not email:
-            raise click.ClickException("--email is required for user.created/user.updated")
-        data |= {
-            "email_addresses": [
-                {
-                    "id": "idn_dev",
-                    "email_address": email,
-                    "object": "email_address",
-                    "verification": {"status": "verified", "strategy": "email_code"},
-                }
-            ],
-            "primary_email_address_id": "idn_dev",
-            "first_name": first_name,
-            "last_name": last_name,
-            "image_url": None,
-            "public_metadata": {},
-            "private_metadata": {},
-            "unsafe_metadata": {},
-            "created_at": now_ms,
-            "updated_at": now_ms,
-        }
+        if not org_id or (event_type.startswith("organizationMembership.") and not user_id):
+            raise click.ClickException("--org (and --user for membership events) is required")
+        data = _dev_organization_data(event_type, org_id, org_name, user_id, role, now_ms)
     body = json.dumps({"data": data, "object": "event", "type": event_type, "timestamp": now_ms})
     msg_id = f"msg_dev_{uuid.uuid4().hex}"
     signature = Webhook(webhook_secrets(config)[0]).sign(msg_id, datetime.now(UTC), body)
@@ -156,3 +162,83 @@ def dev_webhook_command(
     click.echo(f"{event_type} {msg_id}: HTTP {response.status_code} {response.text.strip()}")
     if response.status_code != 200:
         raise SystemExit(1)
+
+
+DEV_EVENT_TYPES = (
+    frozenset({"user.created", "user.updated", "user.deleted"}) | ORGANIZATION_EVENT_TYPES
+)
+
+
+def _dev_user_data(
+    event_type: str,
+    user_id: str,
+    email: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    now_ms: int,
+) -> dict[str, object]:
+    data: dict[str, object] = {"id": user_id, "object": "user"}
+    if event_type == "user.deleted":
+        return data | {"deleted": True}
+    if not email:
+        raise click.ClickException("--email is required for user.created/user.updated")
+    return data | {
+        "email_addresses": [
+            {
+                "id": "idn_dev",
+                "email_address": email,
+                "object": "email_address",
+                "verification": {"status": "verified", "strategy": "email_code"},
+            }
+        ],
+        "primary_email_address_id": "idn_dev",
+        "first_name": first_name,
+        "last_name": last_name,
+        "image_url": None,
+        "public_metadata": {},
+        "private_metadata": {},
+        "unsafe_metadata": {},
+        "created_at": now_ms,
+        "updated_at": now_ms,
+    }
+
+
+def _dev_organization_data(
+    event_type: str,
+    org_id: str,
+    org_name: str | None,
+    user_id: str | None,
+    role: str,
+    now_ms: int,
+) -> dict[str, object]:
+    """OrganizationJSON, the deleted-object form, or OrganizationMembershipJSON, as Clerk sends."""
+    if event_type == "organization.deleted":
+        return {"deleted": True, "id": org_id, "object": "organization"}
+    organization: dict[str, object] = {
+        "object": "organization",
+        "id": org_id,
+        "name": org_name or org_id,
+        "slug": org_id.removeprefix("org_").replace("_", "-"),
+        "image_url": None,
+        "has_image": False,
+        "public_metadata": {},
+        "created_at": now_ms,
+        "updated_at": now_ms,
+    }
+    if event_type.startswith("organization."):
+        return organization
+    # One membership id per pair, so created, updated and deleted name the same membership.
+    digest = hashlib.sha256(f"{org_id}/{user_id}".encode()).hexdigest()[:20]
+    return {
+        "object": "organization_membership",
+        "id": f"orgmem_dev_{digest}",
+        # This command does not know the organization's state: an embedded copy dated at the
+        # epoch creates it when missing and never overwrites what organization.* events set.
+        "organization": organization | {"created_at": 0, "updated_at": 0},
+        "public_user_data": {"user_id": user_id, "identifier": user_id, "first_name": None},
+        "public_metadata": {},
+        "role": role,
+        "permissions": [],
+        "created_at": now_ms,
+        "updated_at": now_ms,
+    }

@@ -312,3 +312,38 @@ def test_drain_organization_events_are_processed_invalid_or_keyless(app) -> None
             ("invalid", "no_organization_id"),  # refused at receipt: nothing to order it by
         ]
     assert organization(app, org_id)["name"] == "Acme Inc"
+
+
+def test_two_members_lifecycles_interleaved_in_all_120_orders(app) -> None:
+    alice, bob = new_user_id(), new_user_id()
+    events = [
+        ("organizationMembership.created", alice, "orgmem_a", "org:member", T0, T0),
+        ("organizationMembership.updated", alice, "orgmem_a", "org:admin", T0, T0 + 1000),
+        ("organizationMembership.created", bob, "orgmem_b1", "org:member", T0, T0),
+        ("organizationMembership.deleted", bob, "orgmem_b1", "org:member", T0, T0),
+        (
+            "organizationMembership.created",
+            bob,
+            "orgmem_b2",
+            "org:billing",
+            T0 + 60_000,
+            T0 + 60_000,
+        ),
+    ]
+    orders = list(permutations(events))
+    assert len(orders) == 120
+    for order in orders:
+        org_id = new_org_id()
+        apply_in_order(
+            app,
+            [
+                membership_event(kind, org_id, user, mem_id, role, created_at=c, updated_at=u)
+                for kind, user, mem_id, role, c, u in order
+            ],
+        )
+
+        members = organization(app, org_id)["members"]
+        assert sorted(members, key=lambda m: m["role"]) == [
+            {"clerk_user_id": alice, "role": "org:admin"},
+            {"clerk_user_id": bob, "role": "org:billing"},
+        ], order
