@@ -252,7 +252,7 @@ def test_process_user_locked_by_other_writer_waits_while_other_users_flow(app, c
 
 
 def test_process_unknown_type_and_invalid_body_never_reach_worker(app, client):
-    ignored = send(client, clerk_event("organization.created", "org_1"))
+    ignored = send(client, clerk_event("session.created", "sess_1"))
     invalid = send(client, b"definitely not json")
     marker = send(client, clerk_event("user.created", new_user_id(), "m@example.com"))
     rows = wait_final(app, marker)  # the worker got past both
