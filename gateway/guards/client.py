@@ -33,6 +33,8 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 USER_AGENT = "clerk-gateway-guards/1"
 # Visible ASCII and inner spaces: what a header value may carry without encoding or injection.
 _HEADER_VALUE_RE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+# One permission in the comma-separated header: visible ASCII without the separator.
+_PERMISSION_RE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -204,13 +206,18 @@ def build_headers(
             "X-Clerk-Org-Id": org.id,
             "X-Clerk-Org-Slug": org.slug,
             "X-Clerk-Org-Role": org.role,
-            "X-Clerk-Org-Permissions": ",".join(org.permissions),
         }
     for name, value in identity.items():
         # Clerk ids, slugs and permission keys are plain ASCII; anything else (a custom claim
         # template gone wrong) is left out rather than sent mangled or split into two headers.
         if value and _HEADER_VALUE_RE.fullmatch(value):
             headers[name] = value
+    if org is not None and "X-Clerk-Org-Id" in headers:
+        # Always with an organization, empty when the role grants nothing: "no permissions" is
+        # an answer a guard can act on. Names that could not travel are left out.
+        headers["X-Clerk-Org-Permissions"] = ",".join(
+            p for p in org.permissions if _PERMISSION_RE.fullmatch(p)
+        )
     return headers
 
 

@@ -121,6 +121,35 @@ def test_guard_identity_value_that_is_not_plain_ascii_is_left_out(
     assert hit.headers["x-clerk-org-id"] == "org_acme"
 
 
+def test_guard_organization_without_permissions_gets_an_empty_permissions_header(
+    guard_app: Flask, upstream: Upstream, mint: Callable[..., str]
+) -> None:
+    token = mint("user_bob", sid="sess_bob", o={"id": "org_acme", "slg": "acme", "rol": "member"})
+
+    assert call_echo(guard_app, token).status_code == 200
+    (hit,) = upstream.hits
+    assert identity_headers(hit.headers) == {
+        "x-clerk-user-id": "user_bob",
+        "x-clerk-session-id": "sess_bob",
+        "x-clerk-org-id": "org_acme",
+        "x-clerk-org-slug": "acme",
+        "x-clerk-org-role": "org:member",
+        "x-clerk-org-permissions": "",
+    }
+
+
+def test_guard_permission_that_would_break_the_list_is_left_out(
+    guard_app: Flask, upstream: Upstream, mint: Callable[..., str]
+) -> None:
+    # Version 1 lists come verbatim from the token; a comma would forge a second permission.
+    permissions = ["org:a:read", "org:b:x,org:admin:all", "org:c:wr ite"]
+    token = mint("user_bob", v=None, org_id="org_acme", org_permissions=permissions)
+
+    assert call_echo(guard_app, token).status_code == 200
+    (hit,) = upstream.hits
+    assert hit.headers["x-clerk-org-permissions"] == "org:a:read"
+
+
 # --- GUARD_PERMISSIONS ---------------------------------------------------------------------------
 
 
