@@ -169,6 +169,7 @@ def redact_path(path: str) -> str:
 def register_blueprints(app: Flask) -> None:
     from gateway import health, metrics, openapi
     from gateway.auth import routes as auth_routes
+    from gateway.billing import routes as billing_routes
     from gateway.guards import routes as guards_routes
     from gateway.guards import runtime as guards_runtime
     from gateway.organizations import routes as organizations_admin
@@ -184,6 +185,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(guards_routes.bp)
     webhooks_handoff.init_app(app)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(billing_routes.bp)
     app.register_blueprint(webhooks_admin.bp)
     app.register_blueprint(organizations_admin.bp)
     if app.config["GATEWAY"].dev_mode:

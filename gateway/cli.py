@@ -6,6 +6,8 @@ the CLI, the routes and the worker all call the same services.
 
 from __future__ import annotations
 
+import click
+import requests
 from flask import Flask
 from flask.cli import AppGroup
 
@@ -24,3 +26,15 @@ def register(app: Flask) -> None:
 
     for group in (dev, webhooks, users, stripe):
         app.cli.add_command(group)
+
+
+def send_dev_event(label: str, target: str, body: str, headers: dict[str, str]) -> None:
+    """`flask dev webhook|stripe-webhook`: POST a signed event to the local gateway and print
+    its answer; exit non-zero unless it is a 200."""
+    try:
+        response = requests.post(target, data=body.encode(), headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"could not reach {target}: {type(exc).__name__}") from None
+    click.echo(f"{label}: HTTP {response.status_code} {response.text.strip()}")
+    if response.status_code != 200:
+        raise SystemExit(1)

@@ -52,6 +52,7 @@ class Config:
     webhook_max_attempts: int = 8
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
+    stripe_webhook_secrets: tuple[str, ...] = ()
     guard_services: tuple[tuple[str, str], ...] = ()
     # GUARD_PERMISSIONS: (guard name, organization permission) pairs (CONTRACT 4.10).
     guard_permissions: tuple[tuple[str, str], ...] = ()
@@ -60,6 +61,8 @@ class Config:
     guard_timeout_seconds: float = 10.0
     guard_circuit_failures: int = 5
     guard_circuit_reset_seconds: float = 30.0
+    # Guards called only for users whose Stripe subscription is active or trialing (CONTRACT 4.11).
+    guard_requires_subscription: frozenset[str] = frozenset()
     biasguard_on_login: bool = False
     biasguard_fail_closed: bool = False
     admin_api_keys: tuple[str, ...] = ()
@@ -124,6 +127,7 @@ class Config:
             webhook_max_attempts=reader.integer("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
             stripe_api_key=reader.text("STRIPE_API_KEY"),
             stripe_api_base=reader.url("STRIPE_API_BASE"),
+            stripe_webhook_secrets=reader.words("STRIPE_WEBHOOK_SECRET"),
             guard_services=reader.guard_services("GUARD_SERVICES"),
             guard_permissions=reader.guard_permissions("GUARD_PERMISSIONS"),
             cors_origins=reader.origins("CORS_ORIGINS")
@@ -131,6 +135,9 @@ class Config:
             guard_timeout_seconds=reader.seconds("GUARD_TIMEOUT_SECONDS", 10.0),
             guard_circuit_failures=reader.integer("GUARD_CIRCUIT_FAILURES", 5, minimum=1),
             guard_circuit_reset_seconds=reader.seconds("GUARD_CIRCUIT_RESET_SECONDS", 30.0),
+            guard_requires_subscription=frozenset(
+                name.lower() for name in reader.csv("GUARD_REQUIRES_SUBSCRIPTION")
+            ),
             biasguard_on_login=reader.flag("BIASGUARD_ON_LOGIN", False),
             biasguard_fail_closed=reader.flag("BIASGUARD_FAIL_CLOSED", False),
             admin_api_keys=reader.csv("ADMIN_API_KEYS"),
@@ -155,6 +162,16 @@ class Config:
             if service not in self.guard_urls:
                 # A typo here would otherwise leave the real guard ungated.
                 raise ConfigError("GUARD_PERMISSIONS", f"{service!r} is not in GUARD_SERVICES")
+        for secret in self.stripe_webhook_secrets:
+            if not secret.startswith("whsec_") or len(secret) == len("whsec_"):
+                # Stripe signs with the whole string, prefix included: a paste error (the API
+                # key, a secret without its prefix) would otherwise refuse every event as forged.
+                raise ConfigError("STRIPE_WEBHOOK_SECRET", "each secret must start with whsec_")
+        unknown = sorted(self.guard_requires_subscription - set(self.guard_urls))
+        if unknown:
+            raise ConfigError(
+                "GUARD_REQUIRES_SUBSCRIPTION", f"{', '.join(unknown)} not in GUARD_SERVICES"
+            )
         if self.biasguard_on_login and "biasguard" not in self.guard_urls:
             # Otherwise every login would find BiasGuard "unavailable", or fail closed, forever.
             raise ConfigError(

@@ -164,6 +164,21 @@ def test_make_run_local_stack_login_webhook_and_ctrl_c_stops_all(honcho, tmp_pat
     assert shown.returncode == 0, shown.stderr
     assert '"email": "e2e.new@example.com"' in shown.stdout
 
+    # Stripe's side (CONTRACT 4.11): a signed subscription event, applied on SQLite by the worker.
+    stripe_sent = flask(
+        env, "dev", "stripe-webhook", "customer.subscription.updated", "--user", "user_e2e"
+    )
+    assert stripe_sent.returncode == 0, stripe_sent.stdout + stripe_sent.stderr
+    assert "HTTP 200" in stripe_sent.stdout
+
+    def subscribed() -> dict[str, Any] | None:
+        user = get(port, "/webhooks/clerk/users/user_e2e", headers=admin).json()["user"]
+        return user if user["subscription_status"] == "active" else None
+
+    assert wait_until(subscribed, timeout=30, interval=0.25)["stripe_customer_id"] == (
+        "cus_dev_user_e2e"
+    )
+
     # Ctrl-C: honcho stops web, worker and beat, and nothing of the run is left.
     groups = child_groups(log_path)
     names = set(re.findall(r"(\w+)\.\d+ started \(pid=", output()))

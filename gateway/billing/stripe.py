@@ -95,8 +95,14 @@ def client_from_config(config: Config) -> stripe.StripeClient | None:
     return make_client(config.stripe_api_key, config.stripe_api_base)
 
 
-def idempotency_key(clerk_user_id: str) -> str:
-    """Derived from the Clerk id, so every job, retry and duplicate delivery sends the same key."""
+def idempotency_key(clerk_user_id: str, customer_deleted_at: datetime | None = None) -> str:
+    """Derived from the Clerk id, so every job, retry and duplicate delivery sends the same key.
+
+    A user whose customer was deleted in Stripe gets a key of its own for the replacement:
+    within the 24-hour window the first key would only replay the deleted customer.
+    """
+    if customer_deleted_at is not None:
+        return f"clerk-user-{clerk_user_id}-customer-after-{int(customer_deleted_at.timestamp())}"
     return f"clerk-user-{clerk_user_id}-customer-v1"
 
 
@@ -243,11 +249,15 @@ class Drift:
 # Each kind of drift, and the task that repairs it (None: an operator decides).
 DRIFT_KINDS: dict[str, str | None] = {
     "user_without_customer": ENSURE_STRIPE_CUSTOMER,
+    # A customer.deleted event unlinked the user: --fix gives it a new customer.
+    "customer_deleted": ENSURE_STRIPE_CUSTOMER,
     "email_mismatch": PUSH_CUSTOMER_CHANGES,
     "deleted_not_marked": MARK_CUSTOMER_DELETED,
     "missing_customer": None,
     "orphan_customer": None,
     "duplicate_customer": None,
+    # A live subscription whose customer is linked to no user: nobody here benefits from it.
+    "orphan_subscription": None,
 }
 
 
@@ -255,6 +265,7 @@ DRIFT_KINDS: dict[str, str | None] = {
 class ReconcileReport:
     users_checked: int = 0
     customers_checked: int = 0
+    subscriptions_checked: int = 0
     # Customers without metadata.clerk_user_id: made outside the gateway; not drift.
     unmanaged_customers: int = 0
     drifts: list[Drift] = field(default_factory=list)
@@ -287,6 +298,7 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
             User.stripe_customer_id,
             User.is_active,
             User.deleted_at,
+            User.stripe_customer_deleted_at,
         ).order_by(User.id)
     ).all()
     session.rollback()
@@ -299,9 +311,11 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
             if active and row.clerk_user_id:
                 existing = [c["id"] for c in by_clerk.get(row.clerk_user_id, [])]
                 detail = f"unlinked customer exists: {existing[0]}" if existing else ""
-                report.drifts.append(
-                    Drift("user_without_customer", row.clerk_user_id, None, row.id, detail)
-                )
+                kind = "user_without_customer"
+                if row.stripe_customer_deleted_at is not None:
+                    kind = "customer_deleted"
+                    detail = detail or f"deleted at {isoformat(row.stripe_customer_deleted_at)}"
+                report.drifts.append(Drift(kind, row.clerk_user_id, None, row.id, detail))
             continue
         linked_customer = customers.get(row.stripe_customer_id)
         if linked_customer is None:
@@ -334,7 +348,33 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
                         f"user is linked to {owner.stripe_customer_id}",
                     )
                 )
+
+    # Stripe's default listing leaves out canceled and expired subscriptions: the live ones.
+    with _translated():
+        pages = client.v1.subscriptions.list(params={"limit": LIST_PAGE_SIZE})
+        for listed in pages.auto_paging_iter():
+            report.subscriptions_checked += 1
+            subscription = listed.to_dict()
+            customer_id = _id_of(subscription.get("customer"))
+            if customer_id is None or customer_id in linked:
+                continue
+            metadata = (customers.get(customer_id) or {}).get("metadata") or {}
+            report.drifts.append(
+                Drift(
+                    "orphan_subscription",
+                    metadata.get("clerk_user_id"),
+                    customer_id,
+                    detail=f"{subscription['id']} ({subscription.get('status')})",
+                )
+            )
     return report
+
+
+def _id_of(value: Any) -> str | None:
+    """An expandable field: the id, or the expanded object's id."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) else None
 
 
 def full_name(user: User) -> str | None:
@@ -354,7 +394,11 @@ def _create_customer(client: stripe.StripeClient, user: User) -> tuple[str, str]
         with _translated(passthrough=(stripe.IdempotencyError,)):
             customer = client.v1.customers.create(
                 params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key(user.clerk_user_id)},
+                options={
+                    "idempotency_key": idempotency_key(
+                        user.clerk_user_id, user.stripe_customer_deleted_at
+                    )
+                },
             )
     except stripe.IdempotencyError as exc:
         if exc.http_status != 400:

@@ -108,6 +108,7 @@ class GuardClient:
         token: str | None,
         session: SessionClaims | None,
         request_id: str,
+        subscription_status: str | None = None,
     ) -> GuardOutcome:
         """POST payload to the named guard. Raises GuardUnknown; upstream faults are outcomes."""
         service = self.registry.get(name)
@@ -123,7 +124,7 @@ class GuardClient:
         healthy = False
         try:
             status, data, problem, healthy = self._send(
-                service, payload, build_headers(token, session, request_id)
+                service, payload, build_headers(token, session, request_id, subscription_status)
             )
         finally:
             # Always recorded, even if something unexpected escapes: a half-open circuit whose trial
@@ -176,14 +177,19 @@ class GuardClient:
 
 
 def build_headers(
-    token: str | None, session: SessionClaims | None, request_id: str
+    token: str | None,
+    session: SessionClaims | None,
+    request_id: str,
+    subscription_status: str | None = None,
 ) -> dict[str, str]:
     """A fresh dict per call, from verified values only: nothing the client sent is copied over.
 
-    No cookies, no hop-by-hop headers, no client X-Clerk-* headers: identity comes from the
-    verified token (CONTRACT 4.3), never from a header the client could forge. The organization
-    headers are sent only when the session has an active organization, X-Clerk-Actor-Id only for
-    an impersonation; a guard reads a missing header as "none".
+    No cookies, no hop-by-hop headers, no client X-Clerk-* or X-Subscription-Status headers:
+    identity comes from the verified token (CONTRACT 4.3) and the subscription status from our
+    users table (4.11), never from a header the client could forge. The organization headers are
+    sent only when the session has an active organization, X-Clerk-Actor-Id only for an
+    impersonation, X-Subscription-Status only when the user has a subscription; a guard reads a
+    missing header as "none".
     """
     headers = {
         "Content-Type": "application/json",
@@ -193,6 +199,8 @@ def build_headers(
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if subscription_status and _HEADER_VALUE_RE.fullmatch(subscription_status):
+        headers["X-Subscription-Status"] = subscription_status
     if session is None:
         return headers
     identity = {

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from gateway.billing.entitlement import subscription_status_of, subscriptions_tracked
 from gateway.errors import InvalidBody
+from gateway.extensions import db
 from gateway.guards.runtime import guard_runtime
 from gateway.guards.service import process_guard_call
+from gateway.webhooks.service import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("guards", __name__, url_prefix="/api/v1/guards")
 
@@ -23,6 +29,20 @@ def list_guards() -> ResponseReturnValue:
 @bp.post("/process")
 def process() -> ResponseReturnValue:
     service, payload = _parse_process_body(request.get_json(silent=True))
+    config = current_app.config["GATEWAY"]
+    clerk_user_id = g.get("clerk_user_id")
+    requires_subscription = service in config.guard_requires_subscription
+    subscription_status = None
+    # Read only where subscriptions can be known (Stripe's webhooks set them), so a gateway
+    # without Stripe pays no database round trip per guard call.
+    if requires_subscription or subscriptions_tracked(config):
+        try:
+            subscription_status = subscription_status_of(db.engine, clerk_user_id)
+        except DatabaseUnavailable:
+            if requires_subscription:
+                raise
+            # The header is informational for other guards: forward without it.
+            log.warning("subscription status unavailable; forwarded without it")
     envelope = process_guard_call(
         guard_runtime(current_app._get_current_object()),  # type: ignore[attr-defined]
         service,
@@ -31,6 +51,8 @@ def process() -> ResponseReturnValue:
         token=g.get("clerk_token"),
         session=g.get("clerk_session"),
         request_id=g.request_id,
+        subscription_status=subscription_status,
+        requires_subscription=requires_subscription,
     )
     return jsonify(envelope)
 

@@ -30,6 +30,16 @@ class User(Timestamps, Base):
     clerk_private_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     clerk_unsafe_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Set by a customer.deleted event, which also clears stripe_customer_id: `flask stripe
+    # reconcile` lists such users (a new customer is never created behind an operator's back).
+    stripe_customer_deleted_at: Mapped[datetime | None]
+    # The subscription as Stripe's webhooks last told it (gateway.billing.subscriptions).
+    subscription_status: Mapped[str | None] = mapped_column(String(32))
+    subscription_price_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_current_period_end: Mapped[datetime | None]
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    # The `created` of the Stripe event that set the fields above: an older event changes nothing.
+    subscription_event_at: Mapped[datetime | None]
 
     @property
     def deactivated(self) -> bool:
@@ -47,6 +57,7 @@ class User(Timestamps, Base):
             "image_url": self.image_url,
             "is_active": self.is_active,
             "stripe_customer_id": self.stripe_customer_id,
+            "subscription_status": self.subscription_status,
             "public_metadata": self.clerk_public_metadata or {},
             "unsafe_metadata": self.clerk_unsafe_metadata or {},
             "created_at": isoformat(self.created_at),
@@ -60,4 +71,8 @@ class User(Timestamps, Base):
             "deleted_at": isoformat(self.deleted_at),
             "clerk_created_at": isoformat(self.clerk_created_at),
             "clerk_updated_at": isoformat(self.clerk_updated_at),
+            "stripe_subscription_id": self.stripe_subscription_id,
+            "subscription_price_id": self.subscription_price_id,
+            "subscription_current_period_end": isoformat(self.subscription_current_period_end),
+            "stripe_customer_deleted_at": isoformat(self.stripe_customer_deleted_at),
         }

@@ -1,4 +1,4 @@
-"""The webhook ledger: every verified Svix delivery, once per svix-id, with its fate."""
+"""The webhook ledger: every verified delivery (Clerk's via Svix, Stripe's), once per event id."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ class EventStatus(enum.StrEnum):
         return (cls.RECEIVED, cls.QUEUED)
 
 
+class EventSource(enum.StrEnum):
+    CLERK = "clerk"  # Svix deliveries: svix_id is the svix-id
+    STRIPE = "stripe"  # Stripe deliveries: svix_id is the event's evt_ id
+
+
 _WAITING_SQL = text("status IN ('received', 'queued')")
 _PROCESSING_SQL = text("status = 'processing'")
 
@@ -50,7 +55,11 @@ class WebhookEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # The delivery's event id, unique across sources (Svix's msg_ ids never look like evt_ ones).
     svix_id: Mapped[str] = mapped_column(String(255), unique=True)
+    source: Mapped[str] = mapped_column(
+        String(16), default=EventSource.CLERK.value, server_default=EventSource.CLERK.value
+    )
     type: Mapped[str | None] = mapped_column(String(100), index=True)
     clerk_user_id: Mapped[str | None] = mapped_column(String(64), index=True)
     # Events with the same key are applied one at a time, in the order received (a Clerk user
@@ -59,7 +68,8 @@ class WebhookEvent(Base):
     status: Mapped[str] = mapped_column(String(20), default=EventStatus.RECEIVED.value)
     attempts: Mapped[int] = mapped_column(default=0)  # claims so far
     last_error: Mapped[str | None] = mapped_column(Text)
-    # The envelope's timestamp and data.updated_at, in Unix milliseconds as Clerk sends them.
+    # The envelope's timestamp and data.updated_at, in Unix milliseconds as Clerk sends them
+    # (Stripe's `created`, in seconds, is stored in milliseconds too).
     event_timestamp: Mapped[int | None] = mapped_column(BigInteger)
     data_updated_at: Mapped[int | None] = mapped_column(BigInteger)
     payload: Mapped[dict[str, Any] | None]
@@ -72,6 +82,7 @@ class WebhookEvent(Base):
     def to_dict(self) -> dict[str, Any]:
         return {
             "event_id": self.svix_id,
+            "source": self.source,
             "type": self.type,
             "clerk_user_id": self.clerk_user_id,
             "status": self.status,

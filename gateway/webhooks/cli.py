@@ -9,11 +9,10 @@ import uuid
 from datetime import UTC, datetime
 
 import click
-import requests
 from flask import current_app
 from svix.webhooks import Webhook
 
-from gateway.cli import dev, users, webhooks
+from gateway.cli import dev, send_dev_event, users, webhooks
 from gateway.errors import Problem
 from gateway.extensions import db
 from gateway.models.base import isoformat
@@ -155,13 +154,7 @@ def dev_webhook_command(
         "Content-Type": "application/json",
     }
     target = url or f"http://127.0.0.1:{config.port}/webhooks/clerk"
-    try:
-        response = requests.post(target, data=body.encode(), headers=headers, timeout=10)
-    except requests.RequestException as exc:
-        raise click.ClickException(f"could not reach {target}: {type(exc).__name__}") from None
-    click.echo(f"{event_type} {msg_id}: HTTP {response.status_code} {response.text.strip()}")
-    if response.status_code != 200:
-        raise SystemExit(1)
+    send_dev_event(f"{event_type} {msg_id}", target, body, headers)
 
 
 DEV_EVENT_TYPES = (

@@ -27,6 +27,7 @@ class StoredEvent:
     type: str
     ordering_key: str | None
     payload: dict[str, Any]
+    source: str = "clerk"  # which handler table: gateway/webhooks/handlers.py
 
     @property
     def data(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ events of different keys in parallel. Types not listed here are stored `ignored`
 
 from __future__ import annotations
 
+from gateway.billing.subscriptions import STRIPE_HANDLED_TYPES, apply_stripe_event, customer_key
+from gateway.models import EventSource
 from gateway.organizations.events import apply_organization_webhook, organization_key
 from gateway.organizations.service import EVENT_TYPES as ORGANIZATION_EVENT_TYPES
 from gateway.users.events import apply_user_deleted, apply_user_upsert
@@ -35,3 +37,17 @@ HANDLERS: dict[str, Handler] = {
         for event_type in sorted(ORGANIZATION_EVENT_TYPES)
     },
 }
+
+# Stripe's events (POST /webhooks/stripe), a table of their own: a type is only ever looked up in
+# the table of the source that signed it. Ordered per Stripe customer, the row they change.
+STRIPE_HANDLERS: dict[str, Handler] = {
+    event_type: Handler(
+        apply_stripe_event, ordering_key=customer_key, missing_key_error="no_customer"
+    )
+    for event_type in sorted(STRIPE_HANDLED_TYPES)
+}
+_BY_SOURCE = {EventSource.CLERK.value: HANDLERS, EventSource.STRIPE.value: STRIPE_HANDLERS}
+
+
+def handler_for(source: str, event_type: str) -> Handler | None:
+    return _BY_SOURCE.get(source, {}).get(event_type)

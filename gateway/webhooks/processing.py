@@ -37,7 +37,7 @@ from gateway.models import EventStatus, WebhookEvent
 from gateway.models.base import utcnow
 from gateway.users.service import advisory_xact_lock
 from gateway.webhooks.events import Outcome, StoredEvent
-from gateway.webhooks.handlers import HANDLERS
+from gateway.webhooks.handlers import handler_for
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ def claim_batch(
                 _table.c.ordering_key,
                 _table.c.payload,
                 _table.c.attempts,
+                _table.c.source,
             )
         ).all()
         claimed = [_claimed(row) for row in sorted(returned, key=lambda r: r.id)]
@@ -239,7 +240,7 @@ def _apply_in_one_transaction(
     marks: list[dict[str, Any]] = []
     outcomes: list[tuple[StoredEvent, Outcome]] = []
     for one in ours:
-        handler = HANDLERS.get(one.event.type)
+        handler = handler_for(one.event.source, one.event.type)
         if handler is None:  # a type whose handler was removed since the event was stored
             outcome = Outcome(EventStatus.IGNORED.value)
         else:
@@ -322,7 +323,9 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
 
 def _claimed(row: Any) -> Claimed:
     payload = row.payload if isinstance(row.payload, dict) else {}
-    event = StoredEvent(row.id, row.svix_id, row.type or "", row.ordering_key, payload)
+    event = StoredEvent(
+        row.id, row.svix_id, row.type or "", row.ordering_key, payload, source=row.source
+    )
     return Claimed(event, int(row.attempts))
 
 

@@ -1,8 +1,10 @@
-"""The webhook ledger: record a verified delivery once per svix-id; list, replay, sweep."""
+"""The webhook ledger: record a verified delivery (Clerk's, Stripe's) once per event id; list,
+replay, sweep."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -15,13 +17,14 @@ from sqlalchemy.orm import Session
 
 from gateway.errors import Problem
 from gateway.jobs import CLAIM_LEASE_SECONDS
-from gateway.models import EventStatus, WebhookEvent
+from gateway.models import EventSource, EventStatus, WebhookEvent
 from gateway.models.base import utcnow
-from gateway.webhooks.handlers import HANDLERS
+from gateway.webhooks.handlers import HANDLERS, STRIPE_HANDLERS
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_EVENT_ID_LENGTH = 255  # webhook_events.svix_id
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
 _BIGINT_MAX = 2**63 - 1
 # Errors that mean "the database is not answering", as opposed to "this data is wrong".
@@ -112,25 +115,73 @@ def parse_event(body: bytes) -> ParsedEvent:
     )
 
 
-def record_webhook_event(session: Session, svix_id: str, body: bytes) -> RecordedEvent:
-    """Store the delivery once per svix-id and commit: one INSERT ... ON CONFLICT DO NOTHING
+def parse_stripe_event(body: bytes) -> tuple[str, ParsedEvent]:
+    """(event id, classification) of a verified Stripe body (CONTRACT 4.11): a handled type with
+    its customer (received, ordered by the customer id), other types (ignored), unusable (invalid).
+
+    A body without a usable `id` gets one derived from its hash, so that Stripe's retries of the
+    same body are still recognised as duplicates and the evidence is kept once.
+    """
+    body_text = body.decode("utf-8")  # verification already proved it is UTF-8
+    fallback_id = "stripe_unparsable_" + hashlib.sha256(body).hexdigest()[:40]
+    try:
+        payload = json.loads(body_text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return fallback_id, _invalid(body_text, "not_json")
+    if not isinstance(payload, dict):
+        return fallback_id, _invalid(body_text, "not_an_object")
+    event_id = payload.get("id")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_LENGTH:
+        return fallback_id, _invalid(body_text, "no_event_id")
+    event_type = payload.get("type")
+    if not isinstance(event_type, str) or not event_type or len(event_type) > 100:
+        return event_id, _invalid(body_text, "no_type")
+    created = _bigint(payload.get("created"))
+    fields: dict[str, Any] = {
+        "type": event_type,
+        # Stripe's `created` is in seconds; the column holds milliseconds, as Clerk sends them.
+        "event_timestamp": created * 1000 if created is not None and created < 2**53 else None,
+        "payload": payload,
+        "payload_text": body_text,
+    }
+    handler = STRIPE_HANDLERS.get(event_type)
+    if handler is None:
+        return event_id, ParsedEvent(status=EventStatus.IGNORED, **fields)
+    key = handler.ordering_key(payload)
+    if key is None:
+        return event_id, ParsedEvent(
+            status=EventStatus.INVALID, last_error=handler.missing_key_error, **fields
+        )
+    return event_id, ParsedEvent(status=EventStatus.RECEIVED, ordering_key=key, **fields)
+
+
+def record_webhook_event(
+    session: Session,
+    svix_id: str,
+    body: bytes,
+    *,
+    source: EventSource = EventSource.CLERK,
+    parsed: ParsedEvent | None = None,
+) -> RecordedEvent:
+    """Store the delivery once per event id and commit: one INSERT ... ON CONFLICT DO NOTHING
     RETURNING and one commit for a new event (a duplicate adds one SELECT).
 
+    `parsed` is the body as its source's parser classified it (Clerk's parse_event by default).
     Raises DatabaseUnavailable. The statements are built once per dialect (_statements): building
     and compiling them on every call cost more CPU than the round trip itself.
     """
-    parsed = parse_event(body)
+    parsed = parse_event(body) if parsed is None else parsed
     try:
         connection = session.connection()
         statements = _statements(connection.dialect.name)
         try:
-            row = connection.execute(statements.insert, _row(svix_id, parsed)).first()
+            row = connection.execute(statements.insert, _row(svix_id, parsed, source)).first()
         except sa_exc.DataError:
             # PostgreSQL refuses some valid JSON (\u0000, lone surrogates): keep it as evidence.
             session.rollback()
             connection = session.connection()
             invalid = _invalid(body.decode("utf-8"), "unstorable_json")
-            row = connection.execute(statements.insert, _row(svix_id, invalid)).first()
+            row = connection.execute(statements.insert, _row(svix_id, invalid, source)).first()
         duplicate = row is None
         if row is None:
             row = connection.execute(statements.find, {"svix_id": svix_id}).one()
@@ -165,14 +216,15 @@ def _statements(dialect: str) -> _Statements:
 
 
 _INSERTED = (
-    "svix_id", "type", "clerk_user_id", "ordering_key", "status", "attempts", "last_error",
-    "event_timestamp", "data_updated_at", "payload", "raw_body", "received_at",
+    "svix_id", "source", "type", "clerk_user_id", "ordering_key", "status", "attempts",
+    "last_error", "event_timestamp", "data_updated_at", "payload", "raw_body", "received_at",
 )  # fmt: skip
 
 
-def _row(svix_id: str, parsed: ParsedEvent) -> dict[str, Any]:
+def _row(svix_id: str, parsed: ParsedEvent, source: EventSource) -> dict[str, Any]:
     return {
         "svix_id": svix_id,
+        "source": source.value,
         "type": parsed.type,
         "clerk_user_id": parsed.clerk_user_id,
         "ordering_key": parsed.ordering_key,

@@ -68,6 +68,9 @@ def test_publishable_key_decodes_frontend_api_host():
         ("CLERK_JWT_KEY", "not a pem"),
         ("CLERK_WEBHOOK_SECRET", "whsec_"),
         ("STRIPE_API_KEY", "pk_test_123"),
+        ("STRIPE_WEBHOOK_SECRET", "sk_test_pasted_the_api_key"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_ok whsec_"),
+        ("GUARD_REQUIRES_SUBSCRIPTION", "nosuchguard"),
         ("GATEWAY_ENV", "staging"),
         ("CORS_ORIGINS", "*"),
         ("CORS_ORIGINS", "https://app.example.com/"),
@@ -103,6 +106,18 @@ def test_from_env_parses_lists_and_guard_services():
     assert config.clerk_authorized_parties == ("https://app.example.com", "https://b.example.com")
     assert len(config.clerk_webhook_secrets) == 2
     assert config.admin_api_keys == ("k1", "k2")
+
+
+def test_from_env_stripe_webhook_secrets_and_subscription_guards():
+    config = Config.from_env(
+        {
+            "GUARD_SERVICES": "tokenguard=http://127.0.0.1:9/a,premium=http://127.0.0.1:9/b",
+            "GUARD_REQUIRES_SUBSCRIPTION": " Premium ",
+            "STRIPE_WEBHOOK_SECRET": "whsec_new  whsec_old",
+        }
+    )
+    assert config.guard_requires_subscription == frozenset({"premium"})
+    assert config.stripe_webhook_secrets == ("whsec_new", "whsec_old")
 
 
 def test_dev_mode_only_in_development_without_clerk_keys():

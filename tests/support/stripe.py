@@ -132,3 +132,33 @@ def wait_for_lines(proc: Proc, needle: str, count: int = 1, timeout: float = 30.
             return lines
         time.sleep(0.1)
     raise TimeoutError(f"{count} x {needle!r} not seen:\n{proc.output()[-3000:]}")
+
+
+def stripe_call(base_url: str, method: str, path: str, **form: Any) -> dict[str, Any]:
+    """One request straight to localstripe (form keys as Stripe spells them: items[0][plan])."""
+    response = requests.request(
+        method,
+        f"{base_url}{path}",
+        data=form or None,
+        headers={"Authorization": f"Bearer {TEST_KEY}"},
+        timeout=5,
+    )
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def register_webhook(base_url: str, name: str, url: str, secret: str, events: list[str]) -> None:
+    """Make localstripe POST its events of these types to `url`, signed with `secret` as Stripe
+    signs (Stripe-Signature: t=...,v1=...). Registered under `name`: again replaces it."""
+    data = [("url", url), ("secret", secret)] + [("events[]", event) for event in events]
+    response = requests.post(f"{base_url}/_config/webhooks/{name}", data=data, timeout=5)
+    response.raise_for_status()
+
+
+def create_free_plan(base_url: str, plan_id: str) -> None:
+    """A zero-amount monthly plan: localstripe marks its first invoice paid, so a subscription to
+    it starts `active` without a card."""
+    stripe_call(
+        base_url, "POST", "/v1/plans",
+        id=plan_id, amount=0, currency="usd", interval="month", **{"product[name]": plan_id},
+    )  # fmt: skip

@@ -17,25 +17,12 @@ from gateway.extensions import db
 from gateway.models import User, WebhookEvent
 from gateway.users.service import lock_clerk_user
 from tests.support.polling import wait_until
-from tests.support.processes import free_port, start_celery_worker, start_redis_server
+from tests.support.processes import free_port, start_redis_server
 from tests.support.svix import SECRET, clerk_event, encode, new_msg_id, new_user_id, post_event
 from tests.support.svix import sign as sign_headers
 
 FINAL = ("processed", "failed", "ignored", "invalid")
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def worker(database_url, redis_url, instance_dir, tmp_path_factory):
-    """One real worker for the module: tables and the queue are emptied between tests."""
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GATEWAY_INSTANCE_PATH": str(instance_dir),
-    }
-    proc = start_celery_worker(env, tmp_path_factory.mktemp("worker") / "worker.log")
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture

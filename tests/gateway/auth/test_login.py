@@ -65,8 +65,10 @@ def test_login_first_time_creates_user_from_backend_api(
     assert user["first_name"] == "Ada" and user["public_metadata"] == {"plan": "pro"}
     assert set(user) == {
         "id", "clerk_user_id", "email", "first_name", "last_name", "image_url", "is_active",
-        "stripe_customer_id", "public_metadata", "unsafe_metadata", "created_at", "updated_at",
+        "stripe_customer_id", "subscription_status", "public_metadata", "unsafe_metadata",
+        "created_at", "updated_at",
     }  # fmt: skip
+    assert user["subscription_status"] is None  # CONTRACT 4.11: null without a subscription
     assert "never-show-this" not in response.get_data(as_text=True)
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     assert body["session"]["id"] == claims["sid"]

@@ -14,12 +14,14 @@ from tests.support.stripe import (
     TEST_KEY,
     add_user,
     create_customer,
+    create_free_plan,
     list_customers,
+    stripe_call,
     wait_for_lines,
 )
 
 OLD = datetime(2020, 1, 1, tzinfo=UTC)
-FIXABLE = ("user_without_customer", "email_mismatch", "deleted_not_marked")
+FIXABLE = ("user_without_customer", "customer_deleted", "email_mismatch", "deleted_not_marked")
 
 
 @pytest.fixture
@@ -67,6 +69,17 @@ def seed_drift(localstripe: str) -> dict[str, int]:
     create_customer(localstripe, metadata={"clerk_user_id": "u_ghost"})  # no such user
     create_customer(localstripe, metadata={"clerk_user_id": "u_good"})  # a second for u_good
     create_customer(localstripe, email="shop@example.com")  # not ours: no clerk_user_id
+    # A customer.deleted event unlinked this one (CONTRACT 4.11).
+    ids["cdel"] = add_user(db.session, "u_cdel", stripe_customer_deleted_at=OLD)
+    # A live subscription on a customer linked to no user, and one that is in order.
+    create_free_plan(localstripe, "plan_reconcile")
+    stray = create_customer(localstripe)
+    for owner in (stray["id"], good["id"]):
+        stripe_call(
+            localstripe, "POST", "/v1/subscriptions",
+            customer=owner, **{"items[0][plan]": "plan_reconcile"},
+        )  # fmt: skip
+    ids["stray_customer"] = stray["id"]  # type: ignore[assignment]
     db.session.commit()
     ids["unlinked_customer"] = unlinked["id"]  # type: ignore[assignment]
     return ids
@@ -81,13 +94,22 @@ def test_stripe_reconcile_each_kind_of_drift_found(make_app, stripe_env, localst
     assert result.exit_code == 0, result.output
     assert drift_counts(result.output) == {
         "user_without_customer": 2,
+        "customer_deleted": 1,
         "email_mismatch": 1,
         "deleted_not_marked": 1,
         "missing_customer": 1,
         "orphan_customer": 1,
         "duplicate_customer": 1,
+        "orphan_subscription": 1,
     }
-    assert "checked 6 users and 7 customers (1 without metadata.clerk_user_id" in result.output
+    assert (
+        "checked 7 users, 8 customers and 2 live subscriptions (2 without metadata.clerk_user_id"
+        in result.output
+    )
+    assert "customer_deleted: user u_cdel customer - (deleted at 2020-01-01T00:00:00Z)" in (
+        result.output
+    )
+    assert f"orphan_subscription: user - customer {ids['stray_customer']} (sub_" in result.output
     assert f"unlinked customer exists: {ids['unlinked_customer']}" in result.output
     assert "user u_ghost" in result.output
     assert "cus_deletedinstripe" in result.output
@@ -104,19 +126,20 @@ def test_stripe_reconcile_fix_repairs_fixable_drift(
     worker = worker_factory(**stripe_env)
     result = run(app, "stripe", "reconcile", "--fix")
     assert result.exit_code == 0, result.output
-    assert "fix: 4 jobs queued, 0 not queued" in result.output
+    assert "fix: 5 jobs queued, 0 not queued" in result.output
 
     wait_for_lines(worker, f"ensure_stripe_customer user={ids['nocust']}: created")
     wait_for_lines(worker, f"ensure_stripe_customer user={ids['unlinked']}: found")
     wait_for_lines(worker, f"push_customer_changes user={ids['moved']}: updated")
     wait_for_lines(worker, f"mark_customer_deleted user={ids['gone']}: marked")
+    wait_for_lines(worker, f"ensure_stripe_customer user={ids['cdel']}: created")
     after = run(app, "stripe", "reconcile")
 
     counts = drift_counts(after.output)
     assert {kind: counts[kind] for kind in FIXABLE} == dict.fromkeys(FIXABLE, 0), after.output
     # What needs an operator is left alone: nothing is deleted or relinked behind their back.
     assert (counts["missing_customer"], counts["orphan_customer"]) == (1, 1)
-    assert counts["duplicate_customer"] == 1
+    assert (counts["duplicate_customer"], counts["orphan_subscription"]) == (1, 1)
     with app.app_context():
         assert db.session.get(User, ids["unlinked"]).stripe_customer_id == ids["unlinked_customer"]
     by_id = {c["id"]: c for c in list_customers(localstripe)}

@@ -66,6 +66,22 @@ def test_ensure_stripe_customer_create_sends_key_derived_from_clerk_id(recording
     assert requests_to(httpserver, "GET", "/v1/customers/search") == []
 
 
+def test_ensure_stripe_customer_after_customer_deleted_sends_a_new_key(recording_app, httpserver):
+    # Within Stripe's 24-hour window the first key would replay the deleted customer.
+    httpserver.expect_request("/v1/customers", method="POST").respond_with_json(
+        customer_json("cus_B", "user_again")
+    )
+    deleted_at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    with recording_app.app_context():
+        user_id = add_user(db.session, "user_again", stripe_customer_deleted_at=deleted_at)
+        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+
+    (create,) = requests_to(httpserver, "POST", "/v1/customers")
+    assert outcome == billing.Outcome("created", "cus_B")
+    expected = f"clerk-user-user_again-customer-after-{int(deleted_at.timestamp())}"
+    assert create.headers["Idempotency-Key"] == expected
+
+
 def test_ensure_stripe_customer_stripe_500_then_success_same_key_one_link(
     recording_app, httpserver
 ):

@@ -82,6 +82,9 @@ def test_admin_show_user_returns_full_record(app, client):
         email="full@example.com",
         clerk_private_metadata={"tier": "gold"},
         clerk_updated_at=utcnow(),
+        stripe_customer_id="cus_full",
+        subscription_status="trialing",
+        subscription_price_id="price_pro",
     )
 
     response = client.get("/webhooks/clerk/users/user_full", headers=AUTH)
@@ -91,6 +94,8 @@ def test_admin_show_user_returns_full_record(app, client):
     assert user["clerk_user_id"] == "user_full"
     assert user["private_metadata"] == {"tier": "gold"}
     assert {"deleted_at", "clerk_created_at", "clerk_updated_at", "is_active"} <= set(user)
+    assert (user["subscription_status"], user["subscription_price_id"]) == ("trialing", "price_pro")
+    assert user["subscription_current_period_end"] is None
 
 
 def test_admin_show_user_tombstone_is_inactive(app, client):
@@ -140,8 +145,10 @@ def test_admin_list_events_newest_first_default_limit_50(app, client):
     events = client.get("/admin/webhook-events", headers=AUTH).json["events"]
 
     assert [e["event_id"] for e in events] == list(reversed(ids))[:50]
+    assert {e["source"] for e in events} == {"clerk"}
     assert set(events[0]) == {
         "event_id",
+        "source",
         "type",
         "clerk_user_id",
         "status",
