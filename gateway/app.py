@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy.event
 import sqlalchemy.exc
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.engine import Engine
 
@@ -20,9 +18,8 @@ from gateway.config import Config
 from gateway.errors import BadRequest, register_error_handlers
 from gateway.extensions import db, migrate
 from gateway.jobs import celery_init_app
-from gateway.logs import configure_logging, request_id_var
+from gateway.logs import configure_logging, log_access, new_request_id, request_id_var
 
-access_log = logging.getLogger("gateway.access")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -118,34 +115,35 @@ def ping_idle_connections(engine: Engine) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
+    # These run on every request: each resolves the request and g proxies once.
     @app.before_request
     def assign_request_id() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
-        g.request_started = time.perf_counter()
-        request_id_var.set(g.request_id)
-        if _has_nul(request.path) or any(map(_has_nul, request.args.values())):
-            # PostgreSQL text cannot hold NUL: an id or filter carrying one would be a 500.
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        incoming = req.headers.get("X-Request-ID")
+        request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
+        ctx_globals = g._get_current_object()  # type: ignore[attr-defined]
+        ctx_globals.request_id = request_id
+        ctx_globals.request_started = time.perf_counter()
+        request_id_var.set(request_id)
+        # PostgreSQL text cannot hold NUL: an id or filter carrying one would be a 500. The raw
+        # query string is checked rather than request.args, which would parse it on every request.
+        query = req.query_string
+        if "\x00" in req.path or b"%00" in query or b"\x00" in query:
             raise BadRequest("URLs may not contain NUL (%00) characters.")
 
     @app.after_request
     def log_request(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        started = g.get("request_started")
-        path = redact_path(request.path)
-        access_log.info(
-            "%s %s %s",
-            request.method,
-            path,
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        ctx_globals = g._get_current_object()  # type: ignore[attr-defined]
+        request_id = ctx_globals.get("request_id")
+        response.headers["X-Request-ID"] = request_id or ""
+        started = ctx_globals.get("request_started")
+        log_access(
+            req.method,
+            redact_path(req.path),
             response.status_code,
-            extra={
-                "method": request.method,
-                "path": path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2)
-                if started
-                else None,
-            },
+            round((time.perf_counter() - started) * 1000, 2) if started else None,
+            request_id,
         )
         return response
 
@@ -153,10 +151,6 @@ def register_request_hooks(app: Flask) -> None:
     from gateway.auth import hook
 
     hook.register(app)
-
-
-def _has_nul(text: str) -> bool:
-    return "\x00" in text
 
 
 def redact_path(path: str) -> str:

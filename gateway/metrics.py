@@ -61,6 +61,18 @@ class Metrics:
             ["queue"],
             registry=self.registry,
         )
+        # The labelled child of each (route, method, status) seen, so a request costs one dict
+        # lookup and an increment, not prometheus_client's label validation and locked lookup.
+        # Bounded: route templates x methods x statuses.
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        key = (route, method, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(route, method, str(status))
+            self._request_children[key] = child
+        child.inc()
 
 
 def init_app(app: Flask) -> None:
@@ -68,11 +80,13 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def count_request(response: Response) -> Response:
+        req = request._get_current_object()  # type: ignore[attr-defined] - one proxy lookup
         # The route template, never the path: the by-email admin path carries an email.
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        rule = req.url_rule
+        route = rule.rule if rule is not None else "unmatched"
         # Any token is a method to HTTP: a client must not be able to mint new series at will.
-        method = request.method if request.method in _METHODS else "other"
-        metrics.requests.labels(route, method, str(response.status_code)).inc()
+        method = req.method if req.method in _METHODS else "other"
+        metrics.count_request(route, method, response.status_code)
         code = g.get("problem_code")
         if code is not None and is_token_failure(code):
             metrics.token_failures.labels(code).inc()

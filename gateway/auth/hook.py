@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Request, current_app, g, request
 
 from gateway.auth.jwks import JwksCache, NoKeySource, StaticKey, fetch_jwks_over_http
 from gateway.auth.public import is_public
@@ -28,44 +28,49 @@ def register(app: Flask) -> None:
 
 
 def authenticate() -> None:
-    g.clerk_token = g.clerk_claims = g.clerk_user_id = g.clerk_session = None
+    # Runs on every request: the proxies are resolved once (each access through one is a lookup).
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    ctx_globals = g._get_current_object()  # type: ignore[attr-defined]
+    ctx_globals.clerk_token = ctx_globals.clerk_claims = ctx_globals.clerk_user_id = None
+    ctx_globals.clerk_session = None
     # Unknown routes fall through to the 404 handler; public views carry their own checks.
-    if request.endpoint is None or request.routing_exception is not None:
+    if req.url_rule is None or req.routing_exception is not None:
         return
-    if is_public(current_app.view_functions.get(request.endpoint)):
+    if is_public(app.view_functions.get(req.url_rule.endpoint)):
         return
     # CORS preflights carry no credentials and run no view code.
-    if request.method == "OPTIONS":
+    if req.method == "OPTIONS":
         return
-    config: Config = current_app.config["GATEWAY"]
+    config: Config = app.config["GATEWAY"]
     if not config.clerk_enabled:
         return
-    token, from_cookie = token_from_request()
+    token, from_cookie = token_from_request(req)
     if token is None:
         raise TokenMissing()
     # A browser sends the cookie on cross-site requests too; only a listed Origin may change state.
-    state_changing = request.method not in SAFE_METHODS
-    if from_cookie and state_changing and not _origin_allowed(config):
+    state_changing = req.method not in SAFE_METHODS
+    if from_cookie and state_changing and not _origin_allowed(req, config):
         raise CsrfOrigin()
-    claims = get_verifier(current_app).verify(token)
-    g.clerk_token = token
-    g.clerk_claims = claims.data
-    g.clerk_user_id = claims.sub
+    claims = get_verifier(app).verify(token)
+    ctx_globals.clerk_token = token
+    ctx_globals.clerk_claims = claims.data
+    ctx_globals.clerk_user_id = claims.sub
     # The typed, version-normalised view (gateway.auth.claims.SessionClaims) routes rely on.
-    g.clerk_session = claims.session
+    ctx_globals.clerk_session = claims.session
 
 
-def _origin_allowed(config: Config) -> bool:
-    return request.headers.get("Origin") in config.clerk_authorized_parties
+def _origin_allowed(req: Request, config: Config) -> bool:
+    return req.headers.get("Origin") in config.clerk_authorized_parties
 
 
-def token_from_request() -> tuple[str | None, bool]:
+def token_from_request(req: Request) -> tuple[str | None, bool]:
     """(token, taken_from_cookie). The Authorization header wins over the cookie."""
-    header = request.headers.get("Authorization", "")
+    header = req.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip(), False
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = req.cookies.get(SESSION_COOKIE)
     if cookie:
         return cookie, True
     return None, False
