@@ -133,7 +133,19 @@ CASES: list[tuple[str, Callable[[ClerkKeys, str], str], int, str]] = [
     ("huge_exp", _raw(RS_HEADER, json.dumps(session_claims(exp=0)).replace('"exp": 0', '"exp": 1e300').encode()), 401, "token_invalid"),
     ("nan_exp", _raw(RS_HEADER, json.dumps(session_claims(exp=0)).replace('"exp": 0', '"exp": NaN').encode()), 401, "token_invalid"),
     ("string_nbf", _raw(RS_HEADER, session_claims(nbf="0")), 401, "token_invalid"),
+    ("crit_extension", _raw(RS_HEADER | {"crit": ["exp"], "exp": 1}, session_claims()), 401, "token_invalid"),
+    ("crit_b64", _raw(RS_HEADER | {"crit": ["b64"], "b64": True}, session_claims()), 401, "token_invalid"),
+    ("unencoded_payload_b64_false", _raw(RS_HEADER | {"crit": ["b64"], "b64": False}, session_claims()), 401, "token_invalid"),
+    ("signature_bad_base64url_length", lambda k, h: mint_token(k.primary) + "AAA", 401, "token_invalid"),
+    ("signature_one_bit_flipped", lambda k, h: _flip_last_signature_byte(mint_token(k.primary)), 401, "token_invalid_signature"),
 ]  # fmt: skip
+
+
+def _flip_last_signature_byte(token: str) -> str:
+    head, _, signature = token.rpartition(".")
+    raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
+    raw[-1] ^= 1
+    return f"{head}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}"
 
 
 @pytest.fixture
@@ -204,6 +216,14 @@ def test_verify_session_token_any_exception_becomes_token_invalid(clerk_keys):
         verify_session_token(mint_token(clerk_keys.primary), _settings(), ExplodingKeys())
     with pytest.raises(TokenInvalid):
         verify_session_token(b"bytes.are.wrong", _settings(), StaticKey(None))  # type: ignore[arg-type]
+
+
+def test_verify_session_token_key_that_is_not_rsa_public_is_token_invalid(clerk_keys):
+    # A JWKS or PEM source never hands out anything else; if one did, no signature check passes.
+    token = mint_token(clerk_keys.primary)
+    for key in (ec.generate_private_key(ec.SECP256R1()).public_key(), clerk_keys.primary.private):
+        with pytest.raises(TokenInvalid):
+            verify_session_token(token, _settings(), StaticKey(key))
 
 
 def test_verify_session_token_length_cap_is_checked_before_parsing(clerk_keys):
