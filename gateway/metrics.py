@@ -80,7 +80,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def count_request(response: Response) -> Response:
-        req = request._get_current_object()  # type: ignore[attr-defined] - one proxy lookup
+        # One proxy lookup for the request's several reads.
+        req = request._get_current_object()  # type: ignore[attr-defined]
         # The route template, never the path: the by-email admin path carries an email.
         rule = req.url_rule
         route = rule.rule if rule is not None else "unmatched"
