@@ -48,11 +48,13 @@ class GuardAuditWriter:
         max_queue: int = 10_000,
         batch_size: int = 200,
         idle_seconds: float = 5.0,
+        linger_seconds: float = 0.2,
     ) -> None:
         self._app = app
         self._queue: queue.Queue[GuardRequestRecord] = queue.Queue(maxsize=max_queue)
         self._batch_size = batch_size
         self._idle_seconds = idle_seconds
+        self._linger_seconds = linger_seconds
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.dropped = 0
@@ -102,9 +104,14 @@ class GuardAuditWriter:
                         return
                 continue
             batch = [first]
+            linger_until = time.monotonic() + self._linger_seconds
             while len(batch) < self._batch_size:
+                remaining = linger_until - time.monotonic()
                 try:
-                    batch.append(self._queue.get_nowait())
+                    if remaining > 0:
+                        batch.append(self._queue.get(timeout=remaining))
+                    else:
+                        batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             try:

@@ -45,7 +45,8 @@ def test_audit_writer_writes_many_rows_in_batches(app: Flask) -> None:
 def test_audit_writer_full_queue_drops_and_counts_instead_of_blocking(
     app: Flask, database_url: str
 ) -> None:
-    writer = GuardAuditWriter(app, max_queue=1)
+    # No lingering: the writer takes one row and blocks on the lock with it.
+    writer = GuardAuditWriter(app, max_queue=1, linger_seconds=0)
     with psycopg.connect(database_url.replace("+psycopg", "")) as blocker:
         # Hold the table so the writer's INSERT waits: the database is "slow".
         blocker.execute("LOCK TABLE guard_requests IN ACCESS EXCLUSIVE MODE")
