@@ -103,15 +103,14 @@ class GuardAuditWriter:
                         self._thread = None
                         return
                 continue
+            if self._queue.qsize() < self._batch_size - 1:
+                # Let a batch gather. A sleep, not a wait on the queue: rows submitted meanwhile
+                # do not wake this thread (each wake-up is a GIL hand-off from a request thread).
+                time.sleep(self._linger_seconds)
             batch = [first]
-            linger_until = time.monotonic() + self._linger_seconds
             while len(batch) < self._batch_size:
-                remaining = linger_until - time.monotonic()
                 try:
-                    if remaining > 0:
-                        batch.append(self._queue.get(timeout=remaining))
-                    else:
-                        batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             try:
