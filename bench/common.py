@@ -26,10 +26,12 @@ RESULTS = ROOT / "bench" / "results"
 def migrated_database(name: str) -> Iterator[str]:
     """A fresh `cg_bench_<n>` database, migrated as the release phase does; dropped afterwards."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # One per process: `make bench`, its smoke test and a profile may run at once in a checkout.
+    database = f"{BENCH_DB}_{os.getpid()}"
     admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True)
-    admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-    admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    url = f"{PG_SERVER}/{BENCH_DB}"
+    admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    admin.execute(f'CREATE DATABASE "{database}"')
+    url = f"{PG_SERVER}/{database}"
     env = {"DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": str(RESULTS / "instance")}
     migrate = Proc(
         [str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "db", "upgrade"],
@@ -42,7 +44,7 @@ def migrated_database(name: str) -> Iterator[str]:
     try:
         yield url
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.close()
 
 

@@ -1,6 +1,6 @@
 """Cost of one request in process (no server, no client): µs per request, and where it goes.
 
-    .venv/bin/python -m bench.profile_request [--requests 20000] [--profile auth-hot]
+    .venv/bin/python -m bench.profile_request [--requests 20000] [--guard] [--profile auth-hot]
 
 Calls the WSGI app directly with a prepared environ (what gunicorn hands it), so only the app's
 own work is timed: the bare Flask ceiling, /healthz, GET /api/v1/guards with one reused token
@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
 from bench.peers.bare_flask import app as bare_flask
-from bench.stack import AZP, SigningKey
+from bench.scenarios import PAYLOAD
+from bench.stack import AZP, SigningKey, Stack
 from gateway import create_app
 from gateway.config import Config
 from gateway.logs import JsonFormatter
@@ -79,7 +84,7 @@ def per_request_us(one: Callable[[int], None], requests: int) -> float:
     return (time.process_time() - started) / requests * 1e6
 
 
-def build_gateway(key: SigningKey, instance: str) -> Any:
+def build_gateway(key: SigningKey, instance: str, env: dict[str, str] | None = None) -> Any:
     pem = key.private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -90,6 +95,7 @@ def build_gateway(key: SigningKey, instance: str) -> Any:
             "CLERK_ISSUER": ISSUER,
             "CLERK_AUTHORIZED_PARTIES": AZP,
             "GUARD_SERVICES": "echo=http://127.0.0.1:9/check",
+            **(env or {}),
         }
     )
     app = create_app(Config.from_env())
@@ -105,11 +111,20 @@ def build_gateway(key: SigningKey, instance: str) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--profile", choices=["bare", "healthz", "auth-hot", "auth-cold"])
+    parser.add_argument("--profile", choices=["bare", "healthz", "auth-hot", "auth-cold", "guard"])
+    parser.add_argument(
+        "--guard",
+        action="store_true",
+        help="also POST /api/v1/guards/process to the bench echo upstream (needs PostgreSQL)",
+    )
     args = parser.parse_args()
     key = SigningKey(ISSUER)
-    with tempfile.TemporaryDirectory(prefix="profile-") as instance:
-        gateway = build_gateway(key, instance)
+    with tempfile.TemporaryDirectory(prefix="profile-") as instance, ExitStack() as exit_stack:
+        env = {}
+        if args.guard or args.profile == "guard":
+            stack = Stack(exit_stack, Path(instance) / "stack")
+            env = {**stack.services, "GUARD_SERVICES": f"echo={stack.upstream}/check"}
+        gateway = build_gateway(key, instance, env)
         hot = key.tokens(1)[0]
         cold_count = min(args.requests, 4000)
         cold_tokens = key.tokens(cold_count + 7 * 20 + 20)
@@ -131,6 +146,18 @@ def main() -> None:
                 cold_count,
             ),
         }
+        guard_body = json.dumps({"service": "echo", "payload": PAYLOAD}).encode()
+
+        def guard_call(n: int) -> None:
+            env = environ("/api/v1/guards/process", {"Authorization": f"Bearer {hot}"})
+            env.update(REQUEST_METHOD="POST", CONTENT_TYPE="application/json")
+            env.update(
+                CONTENT_LENGTH=str(len(guard_body)), **{"wsgi.input": io.BytesIO(guard_body)}
+            )
+            call(gateway, env)
+
+        if env:
+            cases["guard"] = (guard_call, min(args.requests, 3000))
         if args.profile:
             from pyinstrument import Profiler
 
@@ -141,7 +168,8 @@ def main() -> None:
             for n in range(1, count):
                 one(n)
             profiler.stop()
-            print(profiler.output_text(unicode=True, color=False, show_all=os.environ.get("PROFILE_ALL") == "1"))
+            show_all = os.environ.get("PROFILE_ALL") == "1"  # every frame, libraries' included
+            print(profiler.output_text(unicode=True, color=False, show_all=show_all))
             return
         # Interleaved rounds, the best round of each case: on a shared machine the fastest
         # round is the one least disturbed by others.
@@ -156,7 +184,17 @@ def main() -> None:
                 us = per_request_us(lambda i, one=one, start=start: one(start + i), n)
                 best[name] = min(best.get(name, us), us)
         for name, us in best.items():
-            print(f"{name:<10} {us:8.1f} µs/request  {us / best['bare']:5.2f}x bare Flask")
+            print(f"{name:<10} {us:8.1f} µs/request  {us / best['bare']:5.2f}x bare Flask (CPU)")
+        if env:
+            # The guard call mostly waits on the upstream: its wall-clock latency is the figure.
+            latencies = []
+            for n in range(2000):
+                started = time.perf_counter()
+                guard_call(n)
+                latencies.append((time.perf_counter() - started) * 1e6)
+            print(
+                f"guard      p50 {statistics.median(latencies):8.1f} µs wall clock, one at a time"
+            )
 
 
 if __name__ == "__main__":
