@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,9 +184,10 @@ def test_make_run_local_stack_login_webhook_and_ctrl_c_stops_all(honcho, tmp_pat
     assert names == {"web", "worker", "beat"} and len(groups) == 3, output()[-3000:]
     honcho["popen"].send_signal(signal.SIGINT)
     honcho["popen"].wait(20)
-    deadline = time.monotonic() + 15
-    while any(group_alive(pgid) for pgid in [honcho["popen"].pid, *groups]):
-        assert time.monotonic() < deadline, f"left running after Ctrl-C:\n{output()[-3000:]}"
-        time.sleep(0.1)
+    wait_until(
+        lambda: not any(group_alive(pgid) for pgid in [honcho["popen"].pid, *groups]),
+        30,
+        describe=lambda: f"left running after Ctrl-C:\n{output()[-3000:]}",
+    )
     stopped = set(re.findall(r"(\w+)\.\d+ stopped \(rc=", output()))
     assert stopped == {"web", "worker", "beat"}, output()[-3000:]

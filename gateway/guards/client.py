@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +69,11 @@ class GuardClient:
         circuit_failures: int,
         circuit_reset_seconds: float,
         pool_size: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.breakers = {
-            service.name: CircuitBreaker(circuit_failures, circuit_reset_seconds)
+            service.name: CircuitBreaker(circuit_failures, circuit_reset_seconds, clock)
             for service in registry
         }
         # `total`: connecting plus waiting for the answer stay within GUARD_TIMEOUT_SECONDS. urllib3

@@ -5,6 +5,8 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Flask
@@ -31,9 +33,12 @@ class GuardsExtension:
     thread of one process must share them (one pool, one circuit state per service).
     """
 
-    def __init__(self, app: Flask, config: Config) -> None:
+    def __init__(
+        self, app: Flask, config: Config, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._app = app
         self._config = config
+        self._clock = clock  # the circuits' clock; tests drive it by hand
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._runtime: GuardRuntime | None = None
@@ -63,14 +68,15 @@ class GuardsExtension:
             circuit_failures=config.guard_circuit_failures,
             circuit_reset_seconds=config.guard_circuit_reset_seconds,
             pool_size=config.web_threads,
+            clock=self._clock,
         )
         audit = GuardAuditWriter(self._app)
         atexit.register(audit.flush, 5.0)
         return GuardRuntime(client, audit)
 
 
-def init_app(app: Flask) -> None:
-    app.extensions[EXTENSION_KEY] = GuardsExtension(app, app.config["GATEWAY"])
+def init_app(app: Flask, clock: Callable[[], float] = time.monotonic) -> None:
+    app.extensions[EXTENSION_KEY] = GuardsExtension(app, app.config["GATEWAY"], clock)
 
 
 def guard_runtime(app: Flask) -> GuardRuntime:

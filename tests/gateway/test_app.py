@@ -10,6 +10,7 @@ import pytest
 
 from gateway.errors import PROBLEM_CONTENT_TYPE
 from gateway.logs import JsonFormatter
+from tests.support.polling import LOAD_SLACK_SECONDS
 
 
 def test_unknown_route_is_problem_json_404(client):
@@ -111,7 +112,8 @@ def test_readyz_hung_broker_answers_503_within_bound(make_app, black_hole):
     elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert response.get_json()["checks"]["broker"] == "error"
-    assert elapsed < 5, elapsed
+    # CONTRACT 3: a hung dependency makes /readyz answer 503 after its check timeout, not hang.
+    assert elapsed < app.config["GATEWAY"].readiness_timeout_seconds + LOAD_SLACK_SECONDS, elapsed
 
 
 def test_readyz_hung_database_answers_503_within_bound(make_app, black_hole):
@@ -121,7 +123,8 @@ def test_readyz_hung_database_answers_503_within_bound(make_app, black_hole):
     elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert response.get_json()["checks"] == {"database": "error", "broker": "ok"}
-    assert elapsed < 5, elapsed
+    # CONTRACT 3: a hung dependency makes /readyz answer 503 after its check timeout, not hang.
+    assert elapsed < app.config["GATEWAY"].readiness_timeout_seconds + LOAD_SLACK_SECONDS, elapsed
 
 
 def test_logs_are_json_lines_with_request_id_and_no_secrets(client, caplog):

@@ -8,9 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -22,15 +23,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
+    def listening() -> bool:
         try:
-            socket.create_connection((host, port), 0.2).close()
-            return
+            socket.create_connection((host, port), 1.0).close()
         except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port}")
+            return False
+        return True
+
+    wait_until(listening, timeout, describe=f"nothing listens on {host}:{port}")
 
 
 class Proc:
@@ -52,16 +53,16 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, needle: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def seen() -> bool:
             if needle in self.output():
-                return
+                return True
             if self.popen.poll() is not None:
                 raise RuntimeError(
                     f"process exited {self.popen.returncode}:\n{self.output()[-3000:]}"
                 )
-            time.sleep(0.1)
-        raise TimeoutError(f"{needle!r} not seen:\n{self.output()[-3000:]}")
+            return False
+
+        wait_until(seen, timeout, describe=lambda: f"{needle!r} not seen:\n{self.output()[-3000:]}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (a Celery worker's pool children included)."""

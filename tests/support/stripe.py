@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.polling import wait_until
 from tests.support.processes import Proc, free_port, wait_for_port
 
 TEST_KEY = "sk_test_localstripe"
@@ -123,15 +124,12 @@ def log_lines(proc: Proc, needle: str) -> list[str]:
 
 def wait_for_lines(proc: Proc, needle: str, count: int = 1, timeout: float = 30.0) -> list[str]:
     """Poll a worker's log until `needle` shows up `count` times (each task logs its outcome)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = log_lines(proc, needle)
-        if len(lines) >= count:
-            return lines
-        time.sleep(0.1)
-    raise TimeoutError(f"{count} x {needle!r} not seen:\n{proc.output()[-3000:]}")
+    wait_until(
+        lambda: len(log_lines(proc, needle)) >= count,
+        timeout,
+        describe=lambda: f"{count} x {needle!r} not seen:\n{proc.output()[-3000:]}",
+    )
+    return log_lines(proc, needle)
 
 
 def stripe_call(base_url: str, method: str, path: str, **form: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ worker process -> PostgreSQL. Outcomes are read from the database with a deadlin
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -326,7 +327,15 @@ def test_process_new_user_with_stripe_enqueues_billing_task_by_name(
         msg_id = send(app.test_client(), clerk_event("user.created", new_user_id(), "s@x.com"))
         wait_final(app, msg_id)
 
-        stripe_worker.wait_for_output("worker.billing.ensure_stripe_customer", timeout=20)
+        # The startup banner already names the task; only a received one logs "Task <name>[id]".
+        received = re.compile(
+            r"Task worker\.billing\.ensure_stripe_customer\[[0-9a-f-]+\] received"
+        )
+        wait_until(
+            lambda: received.search(stripe_worker.output()),
+            60,
+            describe=lambda: stripe_worker.output()[-3000:],
+        )
     finally:
         redis_proc.stop()
 

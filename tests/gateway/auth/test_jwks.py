@@ -13,6 +13,7 @@ from gateway.auth.hook import get_verifier
 from gateway.auth.jwks import JwksCache, fetch_jwks_over_http
 from gateway.auth.tokens import JwkKidMismatch, JwkRemoteFailedToLoad
 from tests.support.clerk import JwksServer, mint_token
+from tests.support.polling import wait_until
 from tests.support.processes import free_port
 
 
@@ -178,12 +179,5 @@ def _raises(cache: JwksCache, kid: str, exc_type: type[Exception]) -> bool:
     return False
 
 
-def _wait_for(condition, timeout: float = 5.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+def _wait_for(condition, timeout: float = 30.0) -> None:
+    wait_until(condition, timeout, interval=0.02)

@@ -14,6 +14,7 @@ from gateway.jobs import ENSURE_STRIPE_CUSTOMER, PING, enqueue
 from gateway.models import User
 from tests.support.broker import clear_queue, queued_tasks
 from tests.support.clerk import AUTHORIZED_PARTY, mint_token
+from tests.support.polling import wait_until
 
 
 @pytest.fixture
@@ -24,13 +25,8 @@ def queue(redis_url):
     clear_queue(redis_url)
 
 
-def _wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+def _wait_for(condition, timeout: float = 30.0) -> None:
+    wait_until(condition, timeout)
 
 
 def _login(app, token, path="/api/v1/auth/login", **kwargs):

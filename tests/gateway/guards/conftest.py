@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from gateway.guards.runtime import guard_runtime
-from tests.gateway.guards.upstream import Upstream
+from tests.gateway.guards.upstream import GUARD_TIMEOUT, Upstream
 from tests.support.clerk import ISSUER, ClerkKeys, mint_token
 from tests.support.processes import free_port
 
@@ -59,7 +59,7 @@ def guard_env(upstream: Upstream, closed_port: int, public_pem: str) -> dict[str
     }
     return {
         "GUARD_SERVICES": ",".join(f"{name}={url}" for name, url in services.items()),
-        "GUARD_TIMEOUT_SECONDS": "0.5",
+        "GUARD_TIMEOUT_SECONDS": GUARD_TIMEOUT,
         "CLERK_JWT_KEY": public_pem,
         "CLERK_ISSUER": ISSUER,
     }

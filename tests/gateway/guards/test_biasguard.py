@@ -13,7 +13,7 @@ from gateway.config import Config, ConfigError
 from gateway.extensions import db
 from gateway.jobs import PING, enqueue
 from gateway.models import BiasguardAuditLog, User
-from tests.gateway.guards.upstream import Upstream
+from tests.gateway.guards.upstream import GUARD_TIMEOUT, Upstream
 from tests.support.broker import clear_queue, queued_tasks
 from tests.support.clerk import ISSUER, ClerkBackend
 from tests.support.polling import wait_until
@@ -29,7 +29,7 @@ def biasguard_app(
             "CLERK_JWT_KEY": public_pem,
             "CLERK_ISSUER": ISSUER,
             "GUARD_SERVICES": f"biasguard={url}",
-            "GUARD_TIMEOUT_SECONDS": "0.5",
+            "GUARD_TIMEOUT_SECONDS": GUARD_TIMEOUT,
             "BIASGUARD_ON_LOGIN": "true",
         }
         return make_app(**(defaults | env))

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 
+from gateway.guards import runtime as guards_runtime
 from gateway.guards.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from tests.gateway.guards.test_routes import process
 from tests.gateway.guards.upstream import Upstream
+from tests.support.polling import wait_until
 
 
 class Clock:
@@ -99,19 +100,21 @@ def test_circuit_breaker_late_result_of_an_old_call_does_not_free_the_trial_slot
     assert breaker.acquire() is None  # still one trial at a time
 
 
-def _wait_for_circuit(app: Flask, token: str, name: str, state: str, timeout: float = 5) -> None:
-    client = app.test_client()
-    deadline = time.monotonic() + timeout
-    while True:
-        services = client.get(
-            "/api/v1/guards", headers={"Authorization": f"Bearer {token}"}
-        ).get_json()["services"]
-        if {s["name"]: s["circuit"] for s in services}[name] == state:
-            return
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-    raise AssertionError(f"circuit of {name} never became {state}")
+def circuit(app: Flask, token: str, name: str) -> str:
+    """The circuit state of one service, as GET /api/v1/guards shows it."""
+    services = (
+        app.test_client()
+        .get("/api/v1/guards", headers={"Authorization": f"Bearer {token}"})
+        .get_json()["services"]
+    )
+    return {s["name"]: s["circuit"] for s in services}[name]
+
+
+def with_clock(app: Flask) -> Clock:
+    """Give the app's circuits a hand-driven clock (before its first guard call)."""
+    clock = Clock()
+    guards_runtime.init_app(app, clock)
+    return clock
 
 
 def test_process_consecutive_upstream_failures_open_circuit_and_stop_calls(
@@ -130,7 +133,7 @@ def test_process_consecutive_upstream_failures_open_circuit_and_stop_calls(
     assert codes == ["guard_upstream_error"] * 3 + ["guard_unavailable"] * 5
     assert 55 <= int(responses[-1].headers["Retry-After"]) <= 60
     assert upstream.count("/flaky") == 3
-    _wait_for_circuit(app, token, "flaky", "open", timeout=0)
+    assert circuit(app, token, "flaky") == "open"
     # Other services keep their own circuits.
     assert process(client, token, {"service": "echo", "payload": {}}).status_code == 200
 
@@ -148,7 +151,7 @@ def test_process_timeouts_and_connect_errors_count_against_the_circuit(
         ]
         assert codes[:2] == [code, code]
         assert codes[2] == "guard_unavailable"
-        _wait_for_circuit(app, token, service, "open", timeout=0)
+        assert circuit(app, token, service) == "open"
 
 
 def test_process_half_open_sends_one_trial_and_its_success_closes_circuit(
@@ -157,20 +160,21 @@ def test_process_half_open_sends_one_trial_and_its_success_closes_circuit(
     upstream: Upstream,
     mint: Callable[..., str],
 ) -> None:
-    app = make_app(**guard_env, GUARD_CIRCUIT_FAILURES="2", GUARD_CIRCUIT_RESET_SECONDS="0.3")
+    app = make_app(**guard_env, GUARD_CIRCUIT_FAILURES="2", GUARD_CIRCUIT_RESET_SECONDS="30")
+    clock = with_clock(app)
     token = mint("user_a")
     upstream.failing = True
     for _ in range(2):
         process(app.test_client(), token, {"service": "flaky", "payload": {}})
-    _wait_for_circuit(app, token, "flaky", "half_open")
+    assert circuit(app, token, "flaky") == "open"
+    clock.now += 30
+    assert circuit(app, token, "flaky") == "half_open"
     upstream.failing = False
     upstream.gate = threading.Event()  # hold the trial inside the upstream
 
     with ThreadPoolExecutor(1) as pool:
         trial = pool.submit(process, app.test_client(), token, {"service": "flaky", "payload": {}})
-        deadline = time.monotonic() + 5
-        while upstream.count("/flaky") < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: upstream.count("/flaky") == 3, interval=0.01)
         # While the trial is in flight, everyone else is refused without touching the upstream.
         others = [
             process(app.test_client(), token, {"service": "flaky", "payload": {}}) for _ in range(5)
@@ -181,7 +185,7 @@ def test_process_half_open_sends_one_trial_and_its_success_closes_circuit(
 
     assert [r.get_json()["code"] for r in others] == ["guard_unavailable"] * 5
     assert trial_response.status_code == 200
-    _wait_for_circuit(app, token, "flaky", "closed", timeout=0)
+    assert circuit(app, token, "flaky") == "closed"
     assert process(app.test_client(), token, {"service": "flaky", "payload": {}}).status_code == 200
     assert upstream.count("/flaky") == 4
 
@@ -192,12 +196,15 @@ def test_process_failed_half_open_trial_reopens_circuit(
     upstream: Upstream,
     mint: Callable[..., str],
 ) -> None:
-    app = make_app(**guard_env, GUARD_CIRCUIT_FAILURES="2", GUARD_CIRCUIT_RESET_SECONDS="0.3")
+    app = make_app(**guard_env, GUARD_CIRCUIT_FAILURES="2", GUARD_CIRCUIT_RESET_SECONDS="30")
+    clock = with_clock(app)
     client, token = app.test_client(), mint("user_a")
     upstream.failing = True
     for _ in range(2):
         process(client, token, {"service": "flaky", "payload": {}})
-    _wait_for_circuit(app, token, "flaky", "half_open")
+    assert circuit(app, token, "flaky") == "open"
+    clock.now += 30
+    assert circuit(app, token, "flaky") == "half_open"
 
     trial = process(client, token, {"service": "flaky", "payload": {}})
     after = process(client, token, {"service": "flaky", "payload": {}})
@@ -205,4 +212,4 @@ def test_process_failed_half_open_trial_reopens_circuit(
     assert trial.get_json()["code"] == "guard_upstream_error"
     assert after.get_json()["code"] == "guard_unavailable"
     assert upstream.count("/flaky") == 3
-    _wait_for_circuit(app, token, "flaky", "open", timeout=0)
+    assert circuit(app, token, "flaky") == "open"

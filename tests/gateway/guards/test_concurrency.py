@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from tests.gateway.guards.upstream import Upstream
 from tests.support.clerk import ISSUER
+from tests.support.polling import wait_until
 from tests.support.processes import Proc, free_port, start_gunicorn
 
 USERS = ("user_alice", "user_bob", "user_carol")
@@ -110,14 +110,16 @@ def test_process_concurrent_users_through_gunicorn_never_mix_tokens(
     }
 
 
-def wait_for_audit_rows(database_url: str, expected: int, timeout: float = 20) -> dict[Any, int]:
-    deadline = time.monotonic() + timeout
+def wait_for_audit_rows(database_url: str, expected: int, timeout: float = 60) -> dict[Any, int]:
     with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        while True:
+
+        def counts() -> dict[Any, int]:
             rows = conn.execute(
                 "SELECT clerk_user_id, outcome, count(*) FROM guard_requests GROUP BY 1, 2"
             ).fetchall()
-            counts = {(user, outcome): n for user, outcome, n in rows}
-            if sum(counts.values()) >= expected or time.monotonic() > deadline:
-                return counts
-            time.sleep(0.05)
+            return {(user, outcome): n for user, outcome, n in rows}
+
+        wait_until(
+            lambda: sum(counts().values()) >= expected, timeout, describe=lambda: str(counts())
+        )
+        return counts()

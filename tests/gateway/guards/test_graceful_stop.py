@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +55,9 @@ def test_gunicorn_sigterm_flushes_queued_audit_rows_before_exit(
                 assert response.status == 200  # answered while the database is stuck
             conn.close()
             proc.kill(signal.SIGTERM)
-            time.sleep(0.5)  # the worker is now in its exit path, waiting on the atexit flush
+            # gunicorn logs this as the worker leaves its loop, before the interpreter's atexit
+            # flush: from here on only that flush can write the rows, once the table is free.
+            proc.wait_for_output("Worker exiting", timeout=30)
             blocker.commit()
         proc.popen.wait(15)
     finally:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+# GUARD_TIMEOUT_SECONDS for the guard tests: generous, so that a healthy upstream answers well
+# within it on a busy machine; only /slow, which never answers in time, waits it out.
+GUARD_TIMEOUT = "3"
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class Upstream:
     /echo          200 {"headers": ..., "payload": ...}
     /status/<n>    <n> {"status": n}
     /text          200 text/plain (not JSON)
-    /slow          waits `slow_seconds`, then 200
+    /slow          holds the answer until `release_slow` is set (at stop), then 200: longer than any
+                   guard timeout, without a sleep that a busy machine could stretch or shorten
     /flaky         500 while `failing`, else 200; waits on `gate` when it is set up
     /allow, /deny  200 {"allowed": true|false, "reason": ...}
     /odd           200 {"allowed": "maybe"}
@@ -66,7 +70,7 @@ class Upstream:
         self._lock = threading.Lock()
         self.hits: list[Hit] = []
         self.failing = False
-        self.slow_seconds = 2.0
+        self.release_slow = threading.Event()
         self.gate: threading.Event | None = None
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -80,6 +84,7 @@ class Upstream:
         return self
 
     def stop(self) -> None:
+        self.release_slow.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -101,7 +106,7 @@ class Upstream:
         elif path == "/text":
             self._send_raw(handler, 200, b"<html>not json</html>", "text/html")
         elif path == "/slow":
-            time.sleep(self.slow_seconds)
+            self.release_slow.wait(60)
             self._send(handler, 200, {"slow": True})
         elif path == "/flaky":
             if self.gate is not None:

@@ -15,7 +15,7 @@ from gateway.jobs import APPLY_WEBHOOK_EVENTS
 from gateway.models import WebhookEvent
 from gateway.webhooks.handoff import wake_ups
 from tests.support.broker import queued_tasks
-from tests.support.polling import wait_until
+from tests.support.polling import LOAD_SLACK_SECONDS, wait_until
 from tests.support.processes import free_port
 from tests.support.svix import (
     OTHER_SECRET,
@@ -298,7 +298,8 @@ def test_receive_broker_down_still_acknowledges_quickly_row_received(make_app):
     elapsed = time.monotonic() - started
 
     assert response.status_code == 200
-    assert elapsed < 2.0  # CONTRACT 4.5: acknowledged even when the broker is down
+    # CONTRACT 4.5: acknowledged at once even when the broker is down (it is never waited on).
+    assert elapsed < LOAD_SLACK_SECONDS, elapsed
     wake_ups(app).flush()  # what the hand-off thread does: the broker refuses
     [row] = rows(app)
     assert row.status == "received"
