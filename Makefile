@@ -6,10 +6,10 @@ PORT ?= 8000
 
 .PHONY: install run test lint format services migrate bench bench-micro clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
 install: $(BIN)/.installed
@@ -20,12 +20,15 @@ services:
 
 # Local run: web + worker + beat from the Procfile on the embedded defaults (SQLite and a
 # filesystem broker under instance/), in development mode (the app is its own Clerk-like issuer).
+# Ctrl-C is how a local run ends: only honcho gets it (scripts/foreground.sh) and stops the
+# three processes; make reports no error.
 run: install
 	@mkdir -p instance
 	GATEWAY_ENV=development $(BIN)/flask --app wsgi db upgrade
 	@echo "clerk-gateway: http://127.0.0.1:$(PORT)  (Ctrl-C stops web, worker and beat)"
-	GATEWAY_ENV=development PORT=$(PORT) PATH=$(CURDIR)/$(BIN):$$PATH \
-		$(BIN)/honcho start -f Procfile web worker beat
+	@echo "  other terminal: GATEWAY_ENV=development $(BIN)/flask --app wsgi --help"
+	@GATEWAY_ENV=development PORT=$(PORT) PATH=$(CURDIR)/$(BIN):$$PATH \
+		bash scripts/foreground.sh $(BIN)/honcho start -f Procfile web worker beat
 
 test: install services
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -11,7 +11,10 @@ import multiprocessing
 import os
 import sys
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# Heroku's router reaches the dyno on $PORT of every interface; `make run` (development) serves
+# this machine only.
+_host = "127.0.0.1" if os.environ.get("GATEWAY_ENV") == "development" else "0.0.0.0"  # noqa: S104
+bind = f"{_host}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(multiprocessing.cpu_count(), 4))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))

@@ -32,7 +32,12 @@ def migrated_database(name: str) -> Iterator[str]:
     admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     admin.execute(f'CREATE DATABASE "{database}"')
     url = f"{PG_SERVER}/{database}"
-    env = {"DATABASE_URL": url, "GATEWAY_INSTANCE_PATH": str(RESULTS / "instance")}
+    # Production refuses to start without a broker; migrations never publish, so none listens.
+    env = {
+        "DATABASE_URL": url,
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "GATEWAY_INSTANCE_PATH": str(RESULTS / "instance"),
+    }
     migrate = Proc(
         [str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "db", "upgrade"],
         env,

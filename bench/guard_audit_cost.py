@@ -41,7 +41,11 @@ def main() -> None:
 
 
 def measure(rows: int, database_url: str) -> None:
-    env = {"DATABASE_URL": database_url, "GATEWAY_INSTANCE_PATH": tempfile.mkdtemp()}
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # required in production; nothing here publishes
+        "GATEWAY_INSTANCE_PATH": tempfile.mkdtemp(),
+    }
     app = create_app(Config.from_env(env))
     with app.app_context():
         db.session.add(User(clerk_user_id="user_bench", email="bench@example.com"))

@@ -74,8 +74,9 @@ def engine_options(config: Config) -> dict[str, Any]:
     if config.is_postgres:
         return {
             # Not pool_pre_ping: see ping_idle_connections.
-            "pool_size": 10,
-            "max_overflow": 10,
+            # Sized for Heroku's smallest plans: see Config.database_pool_size.
+            "pool_size": config.database_pool_size,
+            "max_overflow": config.database_max_overflow,
             "pool_timeout": 5,
             # Bounded waits: a dead database must turn into a 503, not a hung thread.
             "connect_args": {"connect_timeout": 3, "options": "-c statement_timeout=15000"},

@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_INSTANCE_PATH = Path(__file__).resolve().parent.parent / "instance"
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
 _GUARD_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Clerk permission keys: org:<feature>:<permission> (the org: prefix optional, as in has()).
 _PERMISSION_RE = re.compile(r"^[A-Za-z0-9_:.-]{1,200}$")
+SSL_CERT_REQS = ("none", "optional", "required")
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,25 @@ class Config:
     # Publishing must never hang a request: a stopped-but-open Redis otherwise blocks forever.
     broker_publish_timeout_seconds: float = 1.0
     readiness_timeout_seconds: float = 2.0
+    # SQLAlchemy's pool per process: at most pool_size + max_overflow connections. The defaults
+    # keep the Procfile's processes within 20 connections (Heroku's smallest plans):
+    #   web    2 processes (WEB_CONCURRENCY on a 1X dyno) x 3 =  6
+    #   worker 4 pool children (WORKER_CONCURRENCY)       x 3 = 12
+    #   beat (publishes only, never queries)                  =  0
+    #   release (flask db upgrade, beside the running ones)   =  1
+    #   flask one-offs (heroku run ...)                        =  1
+    # A worker child runs one task at a time, so in practice it holds one connection; the web's
+    # 8 threads share 3 (requests hold one only while they touch the database).
+    database_pool_size: int = 2
+    database_max_overflow: int = 1
+    # rediss:// certificate checking: "none", "optional" or "required" (CONTRACT 2). The URL's
+    # own ssl_cert_reqs wins over this; see broker_ssl_cert_reqs.
+    redis_ssl_cert_reqs: str = "required"
+    # Celery beat's schedule file; None: <instance>/celerybeat-schedule.
+    celery_beat_schedule: str | None = None
+    metrics_bearer_token: str | None = None
+    webhook_retention_days: int = 30
+    guard_audit_retention_days: int = 90
 
     @property
     def dev_mode(self) -> bool:
@@ -88,6 +108,15 @@ class Config:
         return not self.broker_url
 
     @property
+    def broker_ssl_cert_reqs(self) -> str | None:
+        """Certificate checking for a rediss:// broker; None for any other broker."""
+        return ssl_cert_reqs_for(self.broker_url, self.redis_ssl_cert_reqs)
+
+    @property
+    def beat_schedule_path(self) -> str:
+        return self.celery_beat_schedule or str(Path(self.instance_path) / "celerybeat-schedule")
+
+    @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
 
@@ -101,11 +130,13 @@ class Config:
         reader = _Reader(env)
         instance_path = reader.text("GATEWAY_INSTANCE_PATH") or str(DEFAULT_INSTANCE_PATH)
         gateway_env = reader.choice("GATEWAY_ENV", ("production", "development"), "production")
+        database_url = reader.text("DATABASE_URL")
+        broker_url = reader.text("CELERY_BROKER_URL") or reader.text("REDIS_URL")
         config = cls(
             database_url=normalise_database_url(
-                reader.text("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'gateway.db'}"
+                database_url or f"sqlite:///{Path(instance_path) / 'gateway.db'}"
             ),
-            broker_url=reader.text("CELERY_BROKER_URL") or reader.text("REDIS_URL") or "",
+            broker_url=broker_url or "",
             result_backend=reader.text("CELERY_RESULT_BACKEND"),
             instance_path=instance_path,
             env=gateway_env,
@@ -118,7 +149,10 @@ class Config:
             clerk_clock_skew_seconds=reader.integer("CLERK_CLOCK_SKEW_SECONDS", 5, minimum=0),
             clerk_secret_key=reader.text("CLERK_SECRET_KEY"),
             clerk_api_url=(reader.url("CLERK_API_URL") or "https://api.clerk.com/v1").rstrip("/"),
-            clerk_webhook_secrets=reader.words("CLERK_WEBHOOK_SECRET"),
+            # Clerk's dashboard names it CLERK_WEBHOOK_SIGNING_SECRET; both set: both accepted.
+            clerk_webhook_secrets=_unique(
+                reader.words("CLERK_WEBHOOK_SECRET") + reader.words("CLERK_WEBHOOK_SIGNING_SECRET")
+            ),
             clerk_jwks_cache_seconds=reader.integer("CLERK_JWKS_CACHE_SECONDS", 300, minimum=1),
             clerk_jwks_refresh_cooldown_seconds=reader.integer(
                 "CLERK_JWKS_REFRESH_COOLDOWN_SECONDS", 30, minimum=0
@@ -144,12 +178,29 @@ class Config:
             port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
             web_concurrency=reader.integer("WEB_CONCURRENCY", None, minimum=1),
             web_threads=reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=1024),
+            database_pool_size=reader.integer("DATABASE_POOL_SIZE", 2, minimum=1, maximum=1000),
+            database_max_overflow=reader.integer(
+                "DATABASE_MAX_OVERFLOW", 1, minimum=0, maximum=1000
+            ),
+            redis_ssl_cert_reqs=reader.choice("REDIS_SSL_CERT_REQS", SSL_CERT_REQS, "required"),
+            celery_beat_schedule=reader.text("CELERY_BEAT_SCHEDULE"),
+            metrics_bearer_token=reader.text("METRICS_BEARER_TOKEN"),
+            webhook_retention_days=reader.integer("WEBHOOK_RETENTION_DAYS", 30, minimum=1),
+            guard_audit_retention_days=reader.integer("GUARD_AUDIT_RETENTION_DAYS", 90, minimum=1),
         )
         config.validate()
+        if gateway_env == "production":
+            # The embedded defaults are for `make run`: on Heroku each dyno has its own disk, so
+            # an embedded broker strands every task and the SQLite file vanishes at the restart.
+            if database_url is None:
+                raise ConfigError("DATABASE_URL", "required in production (GATEWAY_ENV)")
+            if broker_url is None:
+                raise ConfigError("REDIS_URL", "required in production (or CELERY_BROKER_URL)")
         return config
 
     def validate(self) -> None:
         """Cross-field rules; also run for configs built in tests."""
+        ssl_cert_reqs_for(self.broker_url, self.redis_ssl_cert_reqs)
         if self.clerk_publishable_key:
             frontend_api_host(self.clerk_publishable_key)
         if self.clerk_issuer:
@@ -195,6 +246,28 @@ def frontend_api_host(publishable_key: str) -> str:
             "CLERK_PUBLISHABLE_KEY", "does not encode a Frontend API host ending in $"
         )
     return text[:-1]
+
+
+def ssl_cert_reqs_for(url: str | None, default: str) -> str | None:
+    """rediss:// only: the URL's ssl_cert_reqs, else `default` (REDIS_SSL_CERT_REQS).
+
+    Never left to kombu or redis-py: depending on the version, a rediss:// URL without it is
+    either refused or silently connected with no certificate check at all.
+    """
+    if not url or not url.startswith("rediss://"):
+        return None
+    given = parse_qs(urlsplit(url).query).get("ssl_cert_reqs")
+    if not given:
+        return default
+    # redis-py also accepts Python's own names (CERT_NONE, ...): so do we.
+    value = given[-1].lower().removeprefix("cert_")
+    if value not in SSL_CERT_REQS:
+        raise ConfigError("REDIS_URL", f"ssl_cert_reqs must be one of {', '.join(SSL_CERT_REQS)}")
+    return value
+
+
+def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
 
 
 def normalise_database_url(url: str) -> str:

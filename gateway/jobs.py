@@ -6,17 +6,19 @@ The gateway never imports worker code (imports go worker -> gateway); it names t
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery, Task
 from flask import Flask
 
-from gateway.config import Config
+from gateway.config import Config, ssl_cert_reqs_for
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,16 @@ CLAIM_LEASE_SECONDS = APPLY_TIME_LIMIT_SECONDS + 5
 VISIBILITY_TIMEOUT_SECONDS = 3600
 
 
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
 def broker_settings(config: Config) -> dict[str, Any]:
     if config.embedded_broker:
         # kombu's filesystem transport: web, worker and beat are separate processes sharing a
-        # folder, with no server to install. For local runs only.
+        # folder, with no server to install. For local runs only. Every folder it writes lives
+        # under instance/: its control folder (remote control, Flower) defaults to ./control.
         root = Path(config.instance_path) / "broker"
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         return {
             "broker_url": "filesystem://",
@@ -60,12 +66,15 @@ def broker_settings(config: Config) -> dict[str, Any]:
                 "data_folder_in": str(root / "queue"),
                 "data_folder_out": str(root / "queue"),
                 "processed_folder": str(root / "processed"),
+                "control_folder": str(root / "control"),
                 "store_processed": False,
             },
         }
     timeout = config.broker_publish_timeout_seconds
     return {
-        "broker_url": config.broker_url,
+        "broker_url": strip_ssl_cert_reqs(config.broker_url),
+        # Explicit for rediss://: kombu would otherwise connect without any certificate check.
+        "broker_use_ssl": _ssl_options(config.broker_ssl_cert_reqs),
         "broker_transport_options": {
             "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
             # Bounded socket waits: a stopped-but-open Redis must not hang a request or a worker.
@@ -75,6 +84,31 @@ def broker_settings(config: Config) -> dict[str, Any]:
             "health_check_interval": 10,
         },
     }
+
+
+def result_backend_settings(config: Config) -> dict[str, Any]:
+    """Off unless CELERY_RESULT_BACKEND is set; rediss:// checks certificates as the broker does."""
+    url = config.result_backend
+    reqs = ssl_cert_reqs_for(url, config.redis_ssl_cert_reqs)
+    settings: dict[str, Any] = {"result_backend": strip_ssl_cert_reqs(url) if url else None}
+    if reqs is not None:
+        settings["redis_backend_use_ssl"] = _ssl_options(reqs)
+    return settings
+
+
+def strip_ssl_cert_reqs(url: str) -> str:
+    """The URL without ssl_cert_reqs: it is passed as broker_use_ssl, and only there."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "ssl_cert_reqs"
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _ssl_options(cert_reqs: str | None) -> dict[str, Any] | None:
+    return None if cert_reqs is None else {"ssl_cert_reqs": _CERT_REQS[cert_reqs]}
 
 
 class AppContextTask(Task):  # type: ignore[misc]
@@ -91,11 +125,14 @@ class AppContextTask(Task):  # type: ignore[misc]
 def celery_init_app(app: Flask, config: Config) -> Celery:
     celery = Celery(app.import_name, task_cls=AppContextTask)
     celery.conf.update(
-        broker_settings(config),
+        broker_settings(config) | result_backend_settings(config),
         task_ignore_result=True,
-        # Off unless CELERY_RESULT_BACKEND is set: enqueueing must never touch a result store.
-        result_backend=config.result_backend,
         result_expires=600,
+        # Task events for Flower and Celery exporters: workers report started/succeeded/failed,
+        # publishers report sent. Arguments are ids only (see enqueue), so no personal data shows.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule_filename=config.beat_schedule_path,
         task_serializer="json",
         accept_content=["json"],
         # At-least-once: ack after the task ran; a worker killed mid-task gives the message back.

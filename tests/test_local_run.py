@@ -27,24 +27,25 @@ UNSET = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "STRIPE_API_KEY", "ST
 
 
 def local_env(tmp_path: Path, port: int) -> dict[str, str]:
-    env = {
+    env: dict[str, str] = {
         name: value
         for name, value in os.environ.items()
         if name not in UNSET and not name.startswith("CLERK_")
     }
-    return env | {
+    env |= {
         "GATEWAY_ENV": "development",
         "PORT": str(port),
+        # Every runtime file (SQLite, broker folders, beat's schedule) goes under this folder.
         "GATEWAY_INSTANCE_PATH": str(tmp_path / "instance"),
-        "CELERY_BEAT_SCHEDULE": str(tmp_path / "celerybeat-schedule"),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ADMIN_API_KEYS": ADMIN_KEY,
-        # Lean on a shared machine, and loopback only: GUNICORN_CMD_ARGS outranks the config
-        # file's 0.0.0.0 bind (a production setting this test must not open on the host).
+        # Lean on a shared machine. Development binds loopback by itself (gunicorn.conf.py).
         "WEB_CONCURRENCY": "1",
         "WORKER_CONCURRENCY": "1",
-        "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
     }
+    for name in ("CELERY_BEAT_SCHEDULE", "GUNICORN_CMD_ARGS", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    return env
 
 
 def flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -83,7 +84,7 @@ def honcho(tmp_path: Path) -> Iterator[dict[str, Any]]:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own group, as a terminal's foreground job would be
     )
-    run = {"popen": popen, "env": env, "port": port, "log": log_path}
+    run = {"popen": popen, "env": env, "port": port, "log": log_path, "git_before": git_status()}
     try:
         yield run
     finally:
@@ -93,6 +94,18 @@ def honcho(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 os.killpg(pgid, signal.SIGKILL)
         popen.wait(10)
         log.close()
+
+
+def git_status() -> str:
+    """Every file git would show, untracked ones included (ignored ones, like instance/, not)."""
+    result = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
 
 
 def child_groups(log_path: Path) -> list[int]:
@@ -191,3 +204,11 @@ def test_make_run_local_stack_login_webhook_and_ctrl_c_stops_all(honcho, tmp_pat
     )
     stopped = set(re.findall(r"(\w+)\.\d+ stopped \(rc=", output()))
     assert stopped == {"web", "worker", "beat"}, output()[-3000:]
+
+    # The run left nothing in the repository: broker folders and beat's schedule are under the
+    # instance folder (CONTRACT 5), and the web process listened on loopback only.
+    assert git_status() == honcho["git_before"]
+    instance = tmp_path / "instance"
+    assert (instance / "broker" / "control").is_dir()
+    assert list(instance.glob("celerybeat-schedule*"))
+    assert "Listening at: http://0.0.0.0" not in output()

@@ -49,3 +49,16 @@ def test_gunicorn_conf_honours_port_and_web_concurrency():
 
 def test_gunicorn_conf_defaults_to_port_8000():
     assert gunicorn_settings({})["bind"] == "0.0.0.0:8000"
+
+
+def test_gunicorn_conf_development_binds_loopback_only():
+    """`make run` serves this machine only; the URL it prints is the one it listens on."""
+    settings = gunicorn_settings({"GATEWAY_ENV": "development", "PORT": "8123"})
+    assert settings["bind"] == "127.0.0.1:8123"
+
+
+def test_procfile_keeps_runtime_files_out_of_the_repository():
+    """Beat's schedule comes from the app (instance/ by default), never a fixed /tmp file."""
+    processes = procfile()
+    assert "/tmp" not in "".join(processes.values())
+    assert not (ROOT / "control").exists()

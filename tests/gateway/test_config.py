@@ -1,12 +1,15 @@
 """Config.from_env: every variable typed, invalid values named at start."""
 
 import base64
+import ssl
 import subprocess
 import sys
 
 import pytest
 
+from gateway.app import engine_options
 from gateway.config import Config, ConfigError, frontend_api_host, normalise_database_url
+from gateway.jobs import broker_settings
 from tests.support.processes import ROOT
 
 
@@ -14,8 +17,11 @@ def publishable_key(host: str, kind: str = "test") -> str:
     return f"pk_{kind}_" + base64.b64encode(f"{host}$".encode()).decode()
 
 
-def test_from_env_defaults_use_embedded_sqlite_and_broker(tmp_path):
-    config = Config.from_env({"GATEWAY_INSTANCE_PATH": str(tmp_path)})
+PRODUCTION = {"DATABASE_URL": "postgres://u:p@h:5432/d", "REDIS_URL": "redis://h:6379/0"}
+
+
+def test_from_env_development_defaults_use_embedded_sqlite_and_broker(tmp_path):
+    config = Config.from_env({"GATEWAY_INSTANCE_PATH": str(tmp_path), "GATEWAY_ENV": "development"})
     assert config.database_url == f"sqlite:///{tmp_path / 'gateway.db'}"
     assert config.embedded_broker
     assert config.clerk_enabled is True
@@ -23,7 +29,88 @@ def test_from_env_defaults_use_embedded_sqlite_and_broker(tmp_path):
     assert config.clerk_api_url == "https://api.clerk.com/v1"
     assert config.guard_timeout_seconds == 10.0
     assert config.admin_api_keys == ()
-    assert not config.dev_mode
+    assert config.beat_schedule_path == str(tmp_path / "celerybeat-schedule")
+    assert config.webhook_retention_days == 30
+    assert config.guard_audit_retention_days == 90
+    assert config.metrics_bearer_token is None
+
+
+@pytest.mark.parametrize(
+    ("missing", "named"),
+    [("DATABASE_URL", "DATABASE_URL"), ("REDIS_URL", "REDIS_URL")],
+)
+def test_from_env_production_without_database_or_broker_refuses_naming_it(missing, named):
+    env = {name: value for name, value in PRODUCTION.items() if name != missing}
+    with pytest.raises(ConfigError) as excinfo:
+        Config.from_env(env)
+    assert excinfo.value.variable == named
+    assert str(excinfo.value).count("\n") == 0
+
+
+def test_from_env_production_accepts_celery_broker_url_instead_of_redis_url():
+    config = Config.from_env(
+        {"DATABASE_URL": PRODUCTION["DATABASE_URL"], "CELERY_BROKER_URL": "redis://b/1"}
+    )
+    assert config.broker_url == "redis://b/1" and not config.dev_mode
+
+
+def test_from_env_webhook_signing_secret_alias_and_both_accepted():
+    first, second = (
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+    )
+    alias = Config.from_env({**PRODUCTION, "CLERK_WEBHOOK_SIGNING_SECRET": first})
+    assert alias.clerk_webhook_secrets == (first,)
+    both = Config.from_env(
+        {**PRODUCTION, "CLERK_WEBHOOK_SECRET": first, "CLERK_WEBHOOK_SIGNING_SECRET": second}
+    )
+    assert both.clerk_webhook_secrets == (first, second)
+    same = Config.from_env(
+        {**PRODUCTION, "CLERK_WEBHOOK_SECRET": first, "CLERK_WEBHOOK_SIGNING_SECRET": first}
+    )
+    assert same.clerk_webhook_secrets == (first,)
+
+
+def test_pool_defaults_keep_the_procfile_within_20_connections():
+    """CONTRACT 2: 2 web processes, 4 worker children, release and one one-off on 20."""
+    config = Config.from_env(PRODUCTION)
+    per_process = config.database_pool_size + config.database_max_overflow
+    web, worker_children, release, one_off = 2, 4, 1, 1
+    assert (web + worker_children) * per_process + release + one_off <= 20
+    options = engine_options(config)
+    assert (options["pool_size"], options["max_overflow"]) == (2, 1)
+    tuned = Config.from_env({**PRODUCTION, "DATABASE_POOL_SIZE": "8", "DATABASE_MAX_OVERFLOW": "0"})
+    assert (engine_options(tuned)["pool_size"], engine_options(tuned)["max_overflow"]) == (8, 0)
+
+
+@pytest.mark.parametrize(
+    ("url", "env_value", "expected"),
+    [
+        ("rediss://h:6380/0", None, "required"),
+        ("rediss://h:6380/0", "none", "none"),
+        ("rediss://h:6380/0?ssl_cert_reqs=none", "required", "none"),
+        ("rediss://h:6380/0?ssl_cert_reqs=CERT_OPTIONAL", None, "optional"),
+        ("redis://h:6379/0", "none", None),
+    ],
+)
+def test_broker_ssl_cert_reqs_url_then_variable_then_required(url, env_value, expected):
+    env = {**PRODUCTION, "REDIS_URL": url}
+    if env_value:
+        env["REDIS_SSL_CERT_REQS"] = env_value
+    assert Config.from_env(env).broker_ssl_cert_reqs == expected
+
+
+def test_broker_ssl_settings_are_explicit_and_the_url_loses_its_parameter():
+    config = Config.from_env(
+        {**PRODUCTION, "REDIS_URL": "rediss://:pw@h:6380/0?ssl_cert_reqs=none"}
+    )
+    settings = broker_settings(config)
+    assert settings["broker_url"] == "rediss://:pw@h:6380/0"
+    assert settings["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_NONE}
+    plain = broker_settings(Config.from_env(PRODUCTION))
+    assert plain["broker_use_ssl"] is None
+    strict = broker_settings(Config.from_env({**PRODUCTION, "REDIS_URL": "rediss://h:6380/0"}))
+    assert strict["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
 @pytest.mark.parametrize(
@@ -39,7 +126,7 @@ def test_normalise_database_url_heroku_scheme_becomes_sqlalchemy(given, expected
 
 
 def test_from_env_broker_celery_url_overrides_redis_url():
-    config = Config.from_env({"REDIS_URL": "redis://a:6379/0", "CELERY_BROKER_URL": "redis://b/1"})
+    config = Config.from_env({**PRODUCTION, "CELERY_BROKER_URL": "redis://b/1"})
     assert config.broker_url == "redis://b/1"
 
 
@@ -79,6 +166,12 @@ def test_publishable_key_decodes_frontend_api_host():
         ("CLERK_AUTHORIZED_PARTIES", "*"),
         ("GUARD_PERMISSIONS", "nonsense"),
         ("GUARD_PERMISSIONS", "echo=org:billing manage"),
+        ("REDIS_SSL_CERT_REQS", "sometimes"),
+        ("DATABASE_POOL_SIZE", "0"),
+        ("DATABASE_MAX_OVERFLOW", "-1"),
+        ("WEBHOOK_RETENTION_DAYS", "0"),
+        ("GUARD_AUDIT_RETENTION_DAYS", "x"),
+        ("REDIS_URL", "rediss://h:6380/0?ssl_cert_reqs=maybe"),
     ],
 )
 def test_from_env_invalid_value_names_the_variable(variable, value):
@@ -91,6 +184,7 @@ def test_from_env_invalid_value_names_the_variable(variable, value):
 def test_from_env_parses_lists_and_guard_services():
     config = Config.from_env(
         {
+            **PRODUCTION,
             "GUARD_SERVICES": "TokenGuard=http://127.0.0.1:9/v1/check, biasguard=https://b/x",
             "CLERK_AUTHORIZED_PARTIES": "https://app.example.com, https://b.example.com",
             "CLERK_WEBHOOK_SECRET": (
@@ -122,14 +216,18 @@ def test_from_env_stripe_webhook_secrets_and_subscription_guards():
 
 def test_dev_mode_only_in_development_without_clerk_keys():
     assert Config.from_env({"GATEWAY_ENV": "development"}).dev_mode
-    assert not Config.from_env({}).dev_mode
+    assert not Config.from_env(PRODUCTION).dev_mode
     with_key = {"GATEWAY_ENV": "development", "CLERK_JWKS_URL": "https://x.example/jwks"}
     assert not Config.from_env(with_key).dev_mode
 
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("GUARD_SERVICES", "nonsense"), ("CLERK_PUBLISHABLE_KEY", "pk_test_bad")],
+    [
+        ("GUARD_SERVICES", "nonsense"),
+        ("CLERK_PUBLISHABLE_KEY", "pk_test_bad"),
+        ("DATABASE_URL", ""),  # production, nothing set: the first missing one is named
+    ],
 )
 def test_web_process_bad_config_exits_with_one_line_naming_variable(variable, value, tmp_path):
     """The Procfile's web command (gunicorn) refuses to start, naming the variable."""
@@ -153,18 +251,19 @@ def test_web_process_bad_config_exits_with_one_line_naming_variable(variable, va
 def test_from_env_cors_origins_default_to_authorized_parties():
     parties = {"CLERK_AUTHORIZED_PARTIES": "https://app.example.com,https://b.example.com"}
 
-    assert Config.from_env(parties).cors_origins == (
+    assert Config.from_env(PRODUCTION | parties).cors_origins == (
         "https://app.example.com",
         "https://b.example.com",
     )
-    own = Config.from_env(parties | {"CORS_ORIGINS": "http://127.0.0.1:3000"})
+    own = Config.from_env(PRODUCTION | parties | {"CORS_ORIGINS": "http://127.0.0.1:3000"})
     assert own.cors_origins == ("http://127.0.0.1:3000",)
-    assert Config.from_env({}).cors_origins == ()
+    assert Config.from_env(PRODUCTION).cors_origins == ()
 
 
 def test_from_env_guard_permissions_name_configured_guards():
     config = Config.from_env(
         {
+            **PRODUCTION,
             "GUARD_SERVICES": "billing=http://127.0.0.1:9/b,echo=http://127.0.0.1:9/e",
             "GUARD_PERMISSIONS": "Billing=org:billing:manage",
         }
@@ -180,3 +279,20 @@ def test_from_env_guard_permissions_name_configured_guards():
                 "GUARD_PERMISSIONS": "billing=org:a:b,billing=org:c:d",
             }
         )
+
+
+@pytest.mark.parametrize("process", ["worker", "beat"])
+def test_celery_process_in_production_without_broker_exits_naming_it(process, tmp_path):
+    """The Procfile's worker and beat refuse too, with the same one line."""
+    result = subprocess.run(
+        [f"{sys.prefix}/bin/celery", "-A", "celery_app", process],
+        cwd=ROOT,
+        env={"PATH": f"{sys.prefix}/bin:/usr/bin:/bin", "GATEWAY_INSTANCE_PATH": str(tmp_path),
+             "DATABASE_URL": "postgresql://u@127.0.0.1:1/d"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "invalid configuration" in line]
+    assert len(lines) == 1 and "REDIS_URL" in lines[0], result.stderr

@@ -196,7 +196,11 @@ def test_login_biasguard_off_calls_nothing(
 def test_config_biasguard_on_login_without_biasguard_service_fails_at_start() -> None:
     with pytest.raises(ConfigError, match="BIASGUARD_ON_LOGIN"):
         Config.from_env(
-            {"BIASGUARD_ON_LOGIN": "true", "GUARD_SERVICES": "tokenguard=http://127.0.0.1:1/x"}
+            {
+                "BIASGUARD_ON_LOGIN": "true",
+                "GUARD_SERVICES": "tokenguard=http://127.0.0.1:1/x",
+                "GATEWAY_ENV": "development",
+            }
         )
 
 

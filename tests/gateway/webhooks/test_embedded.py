@@ -16,6 +16,7 @@ def test_embedded_sqlite_receive_duplicate_and_apply(make_app, tmp_path):
     app = make_app(
         DATABASE_URL=f"sqlite:///{tmp_path / 'gateway.db'}",
         REDIS_URL="",
+        GATEWAY_ENV="development",  # production refuses the embedded broker
         GATEWAY_INSTANCE_PATH=str(tmp_path),
         CLERK_WEBHOOK_SECRET=SECRET,
     )
