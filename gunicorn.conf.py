@@ -9,7 +9,9 @@ process's event loop.
 
 import multiprocessing
 import os
+import shutil
 import sys
+from pathlib import Path
 
 # Heroku's router reaches the dyno on $PORT of every interface; `make run` (development) serves
 # this machine only.
@@ -32,6 +34,13 @@ errorlog = "-"
 # Heroku's router terminates TLS and sets X-Forwarded-*.
 forwarded_allow_ips = "*"
 
+# /metrics is one view of every worker process (prometheus-client's multiprocess mode): each
+# process writes its samples to files in this folder, and a scrape sums them. It must be in the
+# environment before any worker imports prometheus_client, hence here, when the master reads
+# this file. Under the instance folder (gitignored), like every runtime file.
+_instance = os.environ.get("GATEWAY_INSTANCE_PATH") or str(Path(__file__).parent / "instance")
+metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(_instance) / "metrics"))
+
 
 def on_starting(server):
     """Validate configuration in the master, before any worker forks: one line, then exit."""
@@ -42,3 +51,14 @@ def on_starting(server):
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(1)
+    # Samples of a previous run (other pids) would be summed into this one's forever.
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """A worker is gone (restart, crash, max_requests): its counters stay in the sum, its live
+    gauges are dropped."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)

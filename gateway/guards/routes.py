@@ -29,6 +29,7 @@ def list_guards() -> ResponseReturnValue:
 @bp.post("/process")
 def process() -> ResponseReturnValue:
     service, payload = _parse_process_body(request.get_json(silent=True))
+    g.guard_service = service  # /metrics counts the call by service and outcome
     config = current_app.config["GATEWAY"]
     clerk_user_id = g.get("clerk_user_id")
     requires_subscription = service in config.guard_requires_subscription

@@ -1,16 +1,25 @@
-"""GET /metrics: request and token-failure counters, webhook events by status, queue depth."""
+"""GET /metrics: request counters and latency, token failures, guard calls, the ledger and the
+queue; summed over gunicorn's processes; behind METRICS_BEARER_TOKEN when set."""
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
+
+import pytest
+import requests
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.extensions import db
 from gateway.jobs import PING, enqueue
 from gateway.models import WebhookEvent
+from gateway.models.base import utcnow
+from tests.gateway.guards.upstream import Upstream
 from tests.support.broker import queued_tasks
 from tests.support.clerk import ISSUER
 from tests.support.polling import wait_until
+from tests.support.processes import free_port, start_gunicorn
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -62,6 +71,13 @@ def test_metrics_counts_requests_token_failures_events_and_queue(make_app, clerk
     assert found[("gateway_webhook_events", (("status", "processed"),))] == 2
     assert found[("gateway_webhook_events", (("status", "failed"),))] == 1
     assert found[("gateway_queue_depth", (("queue", "gateway"),))] == 1
+    # The latency histogram counts every request of a route, in seconds.
+    healthz = (("route", "/healthz"),)
+    assert found[("gateway_request_duration_seconds_count", healthz)] == 2
+    assert 0 < found[("gateway_request_duration_seconds_sum", healthz)] < 10
+    assert found[("gateway_request_duration_seconds_bucket", (("le", "+Inf"), *healthz))] == 2
+    # Nothing waits (processed and failed only).
+    assert found[("gateway_oldest_waiting_event_seconds", ())] == 0
 
 
 def test_metrics_broker_down_still_answers_without_queue_depth(make_app):
@@ -72,3 +88,123 @@ def test_metrics_broker_down_still_answers_without_queue_depth(make_app):
     assert response.status_code == 200
     found = samples(response.get_data(as_text=True))
     assert not any(name == "gateway_queue_depth" for name, _ in found)
+
+
+def test_metrics_oldest_waiting_event_age_counts_received_and_queued_only(make_app):
+    app = make_app()
+    now = utcnow()
+    with app.app_context():
+        db.session.add_all(
+            [
+                WebhookEvent(
+                    svix_id="old_done", status="processed", received_at=now - timedelta(hours=5)
+                ),
+                WebhookEvent(
+                    svix_id="queued", status="queued", received_at=now - timedelta(seconds=300)
+                ),
+                WebhookEvent(
+                    svix_id="fresh", status="received", received_at=now - timedelta(seconds=5)
+                ),
+            ]
+        )
+        db.session.commit()
+
+    found = samples(app.test_client().get("/metrics").get_data(as_text=True))
+
+    assert 300 <= found[("gateway_oldest_waiting_event_seconds", ())] < 400
+
+
+def test_metrics_guard_calls_by_configured_service_and_outcome(make_app):
+    upstream = Upstream().start()
+    closed = free_port()
+    try:
+        app = make_app(
+            CLERK_ENABLED="false",
+            GUARD_SERVICES=f"echo={upstream.url('/echo')},down=http://127.0.0.1:{closed}/x",
+        )
+        client = app.test_client()
+        for service in ("echo", "echo", "down", "made-up-name", "Échec\ud800"):
+            client.post("/api/v1/guards/process", json={"service": service, "payload": {}})
+        client.post("/api/v1/guards/process", json={"service": 7})  # not a call: bad body
+
+        found = samples(client.get("/metrics").get_data(as_text=True))
+    finally:
+        upstream.stop()
+    calls = {
+        labels: value
+        for (name, labels), value in found.items()
+        if name == "gateway_guard_calls_total"
+    }
+    assert calls == {
+        (("outcome", "ok"), ("service", "echo")): 2,
+        (("outcome", "guard_unavailable"), ("service", "down")): 1,
+        # A name the client made up is never a series of its own.
+        (("outcome", "guard_unknown"), ("service", "unknown")): 2,
+    }
+
+
+def test_metrics_bearer_token_required_when_set(make_app):
+    client = make_app(METRICS_BEARER_TOKEN="scrape-secret-0123456789").test_client()
+
+    missing = client.get("/metrics")
+    wrong = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-x"})
+    right = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-0123456789"})
+
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.content_type == "application/problem+json"
+    assert missing.get_json()["code"] == "metrics_token_invalid"
+    assert "scrape-secret" not in wrong.get_data(as_text=True)
+    assert right.status_code == 200
+    assert "gateway_requests_total" in right.get_data(as_text=True)
+
+
+@pytest.mark.slow
+def test_metrics_sum_every_gunicorn_process_dead_ones_included(base_env, tmp_path):
+    """Two gunicorn workers, each replaced after 10 requests: every scrape, whichever process
+    answers it, counts all 60 requests of all of them (CONTRACT 4.7)."""
+    port = free_port()
+    env = base_env | {"GATEWAY_INSTANCE_PATH": str(tmp_path), "WEB_CONCURRENCY": "2"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    stale = tmp_path / "metrics" / "counter_1.db"
+    stale.parent.mkdir()
+    stale.write_bytes(b"left by a previous run")
+    proc = start_gunicorn(
+        env, tmp_path / "gunicorn.log", port, max_requests="10", max_requests_jitter="0"
+    )
+    try:
+        assert not stale.exists()  # the master emptied the folder at start
+        base = f"http://127.0.0.1:{port}"
+        errors: list[BaseException] = []
+
+        def hit(count: int) -> None:
+            try:
+                for _ in range(count):
+                    # A fresh connection each time, so the processes share the load.
+                    response = requests.get(f"{base}/healthz", timeout=10)
+                    assert response.status_code == 200
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=hit, args=(15,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+
+        def counted() -> dict | None:
+            found = samples(requests.get(f"{base}/metrics", timeout=10).text)
+            key = (
+                "gateway_requests_total",
+                (("method", "GET"), ("route", "/healthz"), ("status", "200")),
+            )
+            return found if found.get(key) == 60 else None
+
+        for _ in range(3):  # each scrape may land on another process
+            found = wait_until(counted, timeout=30, interval=0.5)
+            assert found[("gateway_request_duration_seconds_count", (("route", "/healthz"),))] == 60
+        pids = {path.stem.rsplit("_", 1)[1] for path in (tmp_path / "metrics").glob("counter_*.db")}
+        assert len(pids) >= 6, pids  # 60 requests, 10 per process: at least six processes
+    finally:
+        proc.stop()
+    assert "Traceback" not in proc.output()
