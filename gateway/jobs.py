@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery, Task
+from celery.schedules import crontab
 from flask import Flask
 
 from gateway.config import Config, ssl_cert_reqs_for
@@ -29,6 +30,7 @@ APPLY_WEBHOOK_EVENTS = "worker.webhooks.apply_webhook_events"
 # an older release drain too.
 PROCESS_WEBHOOK_EVENT = "worker.webhooks.process_webhook_event"
 SWEEP_WEBHOOK_EVENTS = "worker.maintenance.sweep_webhook_events"
+PRUNE_OLD_RECORDS = "worker.maintenance.prune_old_records"
 ENSURE_STRIPE_CUSTOMER = "worker.billing.ensure_stripe_customer"
 # Email or name changed: push them to the customer (creates one when missing).
 PUSH_CUSTOMER_CHANGES = "worker.billing.push_customer_changes"
@@ -153,7 +155,13 @@ def celery_init_app(app: Flask, config: Config) -> Celery:
             "sweep-webhook-events": {
                 "task": SWEEP_WEBHOOK_EVENTS,
                 "schedule": float(config.webhook_sweep_seconds),
-            }
+            },
+            # A time of day, not "every 24 h": Heroku restarts dynos daily and beat's schedule
+            # file does not survive, so an interval could be pushed back forever.
+            "prune-old-records": {
+                "task": PRUNE_OLD_RECORDS,
+                "schedule": crontab(minute=17, hour=3),
+            },
         },
     )
     celery.Task.flask_app = app  # type: ignore[attr-defined]

@@ -156,10 +156,11 @@ class ScrapeTimeCollector(Collector):
         )
         state = _result(ledger, timeout, "webhook events")
         if state is not None:
-            counts, oldest_seconds = state
+            counts, oldest_received_at = state
             for status, count in sorted(counts.items()):
                 events.add_metric([status], count)
-            oldest.add_metric([], oldest_seconds)
+            waited = 0.0 if oldest_received_at is None else waited_seconds(oldest_received_at)
+            oldest.add_metric([], waited)
         yield events
         yield oldest
         queue = GaugeMetricFamily(
@@ -227,8 +228,9 @@ def metrics_view() -> Response:
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 
-def ledger_state(app: Flask) -> tuple[dict[str, int], float]:
-    """Events by status, and how long the oldest waiting one has waited (0: none waits)."""
+def ledger_state(app: Flask) -> tuple[dict[str, int], datetime | None]:
+    """Events by status, and when the oldest event still waiting arrived (None: none waits).
+    Shared with /admin/queues."""
     with app.app_context():
         try:
             rows = db.session.execute(
@@ -237,12 +239,10 @@ def ledger_state(app: Flask) -> tuple[dict[str, int], float]:
             oldest = oldest_waiting_received_at(db.session())
         finally:
             db.session.remove()
-    counts = {str(status): int(count) for status, count in rows}
-    return counts, 0.0 if oldest is None else waited_seconds(oldest)
+    return {str(status): int(count) for status, count in rows}, oldest
 
 
 def oldest_waiting_received_at(session: Any) -> datetime | None:
-    """When the oldest event still waiting for a worker arrived (shared with /admin/queues)."""
     return session.scalar(
         select(func.min(WebhookEvent.received_at)).where(
             WebhookEvent.status.in_([s.value for s in EventStatus.waiting()])

@@ -25,8 +25,8 @@ from gateway.billing.subscriptions import (
     STRIPE_HANDLED_TYPES,
     SUBSCRIPTION_DELETED,
 )
+from gateway.cli import Progress, send_dev_event
 from gateway.cli import dev as dev_group
-from gateway.cli import send_dev_event
 from gateway.cli import stripe as stripe_group
 from gateway.errors import Problem
 from gateway.extensions import db
@@ -60,7 +60,8 @@ def reconcile_command(fix: bool) -> None:
     without a user, mismatched emails."""
     client = _client()
     try:
-        report = reconcile(db.session(), client)
+        with Progress("reconcile: Stripe customers read") as progress:
+            report = reconcile(db.session(), client, progress.advance)
     except Problem as exc:
         _fail(exc)
     click.echo(f"{'drift':<24}{'count':>6}  repair")

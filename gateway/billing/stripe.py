@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -274,8 +274,13 @@ class ReconcileReport:
         return sum(1 for drift in self.drifts if drift.kind == kind)
 
 
-def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
-    """Compare the users table with Stripe's customers; read-only on both sides."""
+def reconcile(
+    session: Session,
+    client: stripe.StripeClient,
+    progress: Callable[[int], None] | None = None,
+) -> ReconcileReport:
+    """Compare the users table with Stripe's customers; read-only on both sides. `progress` is
+    told of each customer read (the long part: Stripe pages of 100)."""
     report = ReconcileReport()
     customers: dict[str, dict[str, Any]] = {}
     by_clerk: dict[str, list[dict[str, Any]]] = {}
@@ -283,6 +288,8 @@ def reconcile(session: Session, client: stripe.StripeClient) -> ReconcileReport:
         for obj in client.v1.customers.list(params={"limit": LIST_PAGE_SIZE}).auto_paging_iter():
             customer = obj.to_dict()
             customers[customer["id"]] = customer
+            if progress is not None:
+                progress(1)
             clerk_id = (customer.get("metadata") or {}).get("clerk_user_id")
             if clerk_id:
                 by_clerk.setdefault(clerk_id, []).append(customer)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import click
 from flask import current_app
 
+from gateway.cli import Progress
 from gateway.cli import users as users_group
 from gateway.errors import Problem
 from gateway.extensions import db
@@ -31,7 +34,8 @@ def backfill_command(page_size: int) -> None:
     api = backfill_api(config.clerk_api_url, config.clerk_secret_key)
     pages = fetch_user_pages(api, page_size=page_size, counts=counts)
     try:
-        backfill_users(db.session(), pages, counts)
+        with Progress("backfill") as progress:
+            backfill_users(db.session(), _counted(pages, progress), counts)
     except Problem as exc:
         db.session.rollback()
         _print_counts(counts)
@@ -44,6 +48,11 @@ def backfill_command(page_size: int) -> None:
         click.echo("users without a primary email (or not user objects) were skipped.")
 
 
+def _counted(pages: Iterator[list[Any]], progress: Progress) -> Iterator[list[Any]]:
+    for page in pages:
+        yield page
+        progress.advance(len(page), "users")
+
+
 def _print_counts(counts: BackfillCounts) -> None:
-    for name, value in counts.as_dict().items():
-        click.echo(f"{name:<13}{value:>8}")
+    click.echo("backfill: " + " ".join(f"{k}={v}" for k, v in counts.as_dict().items()))

@@ -10,11 +10,19 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from gateway.auth.public import public
-from gateway.errors import NotFound, Problem
+from gateway.errors import InvalidBody, NotFound, Problem
 from gateway.extensions import db
+from gateway.jobs import APPLY_WEBHOOK_EVENTS, enqueue
 from gateway.users.service import UserNotFound, find_by_clerk_id, find_by_email
+from gateway.webhooks.bulk_replay import parse_replay_filter, replay_in_bulk
 from gateway.webhooks.handoff import publish_event
-from gateway.webhooks.service import list_events, parse_list_filters, prepare_replay
+from gateway.webhooks.queues import queues_overview
+from gateway.webhooks.service import (
+    InvalidQuery,
+    list_events,
+    parse_list_filters,
+    prepare_replay,
+)
 
 bp = Blueprint("webhooks_admin", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,3 +96,24 @@ def replay_webhook_event(svix_id: str) -> tuple[Response, int]:
         publish_event(current_app._get_current_object(), event.id)  # type: ignore[attr-defined]
     db.session.refresh(event)
     return jsonify(event=event.to_dict()), 202
+
+
+@bp.post("/admin/webhook-events/replay")
+@admin_only
+def replay_webhook_events() -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidBody('Expected a JSON object {"status": "failed", "type"?, "since"?}.')
+    try:
+        what = parse_replay_filter(body.get("status"), body.get("type"), body.get("since"))
+    except InvalidQuery as problem:
+        raise InvalidBody(problem.detail) from None
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    result = replay_in_bulk(db.session(), what, lambda: enqueue(app, APPLY_WEBHOOK_EVENTS))
+    return jsonify(queued=result.queued), 202
+
+
+@bp.get("/admin/queues")
+@admin_only
+def show_queues() -> Response:
+    return jsonify(queues_overview(current_app._get_current_object()))  # type: ignore[attr-defined]

@@ -12,12 +12,14 @@ import click
 from flask import current_app
 from svix.webhooks import Webhook
 
-from gateway.cli import dev, send_dev_event, users, webhooks
+from gateway.cli import Progress, dev, send_dev_event, users, webhooks
 from gateway.errors import Problem
 from gateway.extensions import db
+from gateway.jobs import APPLY_WEBHOOK_EVENTS, enqueue
 from gateway.models.base import isoformat
 from gateway.organizations.service import EVENT_TYPES as ORGANIZATION_EVENT_TYPES
 from gateway.users.service import find_by_clerk_id
+from gateway.webhooks.bulk_replay import MAX_PER_CALL, parse_replay_filter, replay_in_bulk
 from gateway.webhooks.handoff import publish_event
 from gateway.webhooks.service import list_events, parse_list_filters, prepare_replay
 from gateway.webhooks.signatures import webhook_secrets
@@ -54,9 +56,23 @@ def list_command(status: str | None, event_type: str | None, limit: str) -> None
 
 
 @webhooks.command("replay")
-@click.argument("svix_id")
-def replay_command(svix_id: str) -> None:
-    """Queue one event again (what is already applied stays as it is)."""
+@click.argument("svix_id", required=False)
+@click.option("--status", help="bulk: every event with this status (failed or processed)")
+@click.option("--type", "event_type", help="bulk: only this type, e.g. user.updated")
+@click.option("--since", help="bulk: only events received since (ISO 8601 with a zone)")
+@click.option(
+    "--limit", type=int, default=MAX_PER_CALL, show_default=True, help="bulk: at most this many"
+)
+def replay_command(
+    svix_id: str | None, status: str | None, event_type: str | None, since: str | None, limit: int
+) -> None:
+    """Queue one event again, or every event of a status (what is already applied stays)."""
+    if (svix_id is None) == (status is None):
+        raise click.UsageError("give either SVIX_ID or --status (e.g. --status failed)")
+    if status is not None:
+        _replay_bulk(status, event_type, since, limit)
+        return
+    assert svix_id is not None
     try:
         event = prepare_replay(db.session(), svix_id)
     except Problem as problem:
@@ -68,6 +84,24 @@ def replay_command(svix_id: str) -> None:
     if not publish_event(app, event.id):
         raise click.ClickException(f"{svix_id}: broker unavailable; the sweep will queue it")
     click.echo(f"{svix_id}: queued")
+
+
+def _replay_bulk(status: str, event_type: str | None, since: str | None, limit: int) -> None:
+    try:
+        what = parse_replay_filter(status, event_type, since, limit)
+    except Problem as problem:
+        raise _fail(problem) from None
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with Progress("replay") as progress:
+        result = replay_in_bulk(
+            db.session(),
+            what,
+            lambda: enqueue(app, APPLY_WEBHOOK_EVENTS),
+            progress=progress.advance,
+        )
+    click.echo(result.summary())
+    if result.queued and not result.woken:
+        raise SystemExit(1)
 
 
 @webhooks.command("requeue")

@@ -312,6 +312,25 @@ def prepare_replay(session: Session, svix_id: str, now: datetime | None = None) 
     return event
 
 
+def reset_for_replay(session: Session, event_ids: list[int], from_status: str) -> list[int]:
+    """Bulk prepare_replay: put these events back in line, unless a worker moved them on since
+    they were selected (still `from_status`). Commits; returns the ids that were reset."""
+    if not event_ids:
+        return []
+    rows = session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status == from_status)
+        # A body that was not JSON is kept as raw_body only: nothing a worker could do with it.
+        .where(WebhookEvent.raw_body.is_(None))
+        # As prepare_replay: a fresh start, or an attempts_exhausted event fails at once again.
+        .values(status=EventStatus.RECEIVED.value, claimed_at=None, attempts=0)
+        .returning(WebhookEvent.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    session.commit()
+    return sorted(row.id for row in rows)
+
+
 def _invalid(text: str, reason: str) -> ParsedEvent:
     # PostgreSQL text cannot hold NUL; everything else is kept byte for byte.
     return ParsedEvent(

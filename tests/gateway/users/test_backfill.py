@@ -91,12 +91,9 @@ def run_backfill(app, *args):
 
 
 def printed_counts(output: str) -> dict[str, int]:
-    counts = {}
-    for line in output.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    return counts
+    """The one-line summary: `backfill: pages=3 seen=250 ...`."""
+    (line,) = [line for line in output.splitlines() if line.startswith("backfill: ")]
+    return {k: int(v) for k, v in (item.split("=") for item in line.split()[1:])}
 
 
 def snapshot(app) -> list[tuple]:
