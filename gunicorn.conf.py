@@ -37,9 +37,14 @@ forwarded_allow_ips = "*"
 # /metrics is one view of every worker process (prometheus-client's multiprocess mode): each
 # process writes its samples to files in this folder, and a scrape sums them. It must be in the
 # environment before any worker imports prometheus_client, hence here, when the master reads
-# this file. Under the instance folder (gitignored), like every runtime file.
+# this file. Under the instance folder (gitignored), like every runtime file; one folder per
+# master, so two servers sharing an instance folder (a benchmark's gateway and its baseline)
+# neither sum nor wipe each other's samples.
 _instance = os.environ.get("GATEWAY_INSTANCE_PATH") or str(Path(__file__).parent / "instance")
-metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(_instance) / "metrics"))
+metrics_root = Path(_instance) / "metrics"
+metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", str(metrics_root / f"gunicorn-{os.getpid()}")
+)
 
 
 def on_starting(server):
@@ -51,9 +56,27 @@ def on_starting(server):
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(1)
-    # Samples of a previous run (other pids) would be summed into this one's forever.
+    # Samples of a previous run would be summed into this one's forever; folders of masters that
+    # are gone (killed before on_exit) are removed too.
+    for folder in metrics_root.glob("gunicorn-*"):
+        if not _alive(folder.name.removeprefix("gunicorn-")):
+            shutil.rmtree(folder, ignore_errors=True)
     shutil.rmtree(metrics_dir, ignore_errors=True)
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+
+
+def on_exit(server):
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def child_exit(server, worker):

@@ -46,7 +46,9 @@ def main() -> None:
     port = free_port()
     log = Path(tempfile.mkdtemp()) / "upstream.log"
     upstream = Proc(
-        [str(BIN / "gunicorn"), "--chdir", str(ROOT / "bench"), "--worker-class", "gthread",
+        # --config /dev/null: not the gateway's ./gunicorn.conf.py (its production start-up check).
+        [str(BIN / "gunicorn"), "--config", "/dev/null", "--chdir", str(ROOT / "bench"),
+         "--worker-class", "gthread",
          "--workers", "1", "--threads", "4", "--bind", f"127.0.0.1:{port}", "echo_upstream:app"],
         {},
         log,

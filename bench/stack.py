@@ -177,9 +177,12 @@ class Stack:
     @cached_property
     def upstream(self) -> str:
         port = free_port()
-        argv = [str(BIN / "gunicorn"), "--chdir", str(ROOT / "bench"), "--worker-class", "gthread",
-                "--workers", "1", "--threads", "8", "--keep-alive", "30",
-                "--bind", f"127.0.0.1:{port}", "echo_upstream:app"]  # fmt: skip
+        # --config /dev/null: gunicorn would otherwise read ./gunicorn.conf.py, the gateway's (its
+        # start-up check refuses a production start without DATABASE_URL and REDIS_URL).
+        argv = [str(BIN / "gunicorn"), "--config", "/dev/null", "--chdir", str(ROOT / "bench"),
+                "--worker-class", "gthread", "--workers", "1", "--threads", "8",
+                "--keep-alive", "30", "--bind", f"127.0.0.1:{port}",
+                "echo_upstream:app"]  # fmt: skip
         return self._start("upstream", argv, {}, port)
 
     def _clerk_env(self) -> dict[str, str]:

@@ -165,14 +165,16 @@ def test_metrics_sum_every_gunicorn_process_dead_ones_included(base_env, tmp_pat
     port = free_port()
     env = base_env | {"GATEWAY_INSTANCE_PATH": str(tmp_path), "WEB_CONCURRENCY": "2"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    stale = tmp_path / "metrics" / "counter_1.db"
-    stale.parent.mkdir()
+    # A master killed before it could clean up (pid 2**22 + 1 is above Linux's pid_max).
+    stale = tmp_path / "metrics" / f"gunicorn-{2**22 + 1}" / "counter_1.db"
+    stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left by a previous run")
     proc = start_gunicorn(
         env, tmp_path / "gunicorn.log", port, max_requests="10", max_requests_jitter="0"
     )
     try:
-        assert not stale.exists()  # the master emptied the folder at start
+        assert not stale.parent.exists()  # the new master removed it at start
+        (metrics_dir,) = (tmp_path / "metrics").glob("gunicorn-*")  # this master's own
         base = f"http://127.0.0.1:{port}"
         errors: list[BaseException] = []
 
@@ -203,8 +205,9 @@ def test_metrics_sum_every_gunicorn_process_dead_ones_included(base_env, tmp_pat
         for _ in range(3):  # each scrape may land on another process
             found = wait_until(counted, timeout=30, interval=0.5)
             assert found[("gateway_request_duration_seconds_count", (("route", "/healthz"),))] == 60
-        pids = {path.stem.rsplit("_", 1)[1] for path in (tmp_path / "metrics").glob("counter_*.db")}
+        pids = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
         assert len(pids) >= 6, pids  # 60 requests, 10 per process: at least six processes
     finally:
         proc.stop()
     assert "Traceback" not in proc.output()
+    assert not metrics_dir.exists()  # removed by the master on a graceful stop
