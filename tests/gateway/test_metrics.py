@@ -160,7 +160,7 @@ def test_metrics_bearer_token_required_when_set(make_app):
 
 @pytest.mark.slow
 def test_metrics_sum_every_gunicorn_process_dead_ones_included(base_env, tmp_path):
-    """Two gunicorn workers, each replaced after 10 requests: every scrape, whichever process
+    """Two gunicorn workers, each replaced after 15 requests: every scrape, whichever process
     answers it, counts all 60 requests of all of them (CONTRACT 4.7)."""
     port = free_port()
     env = base_env | {"GATEWAY_INSTANCE_PATH": str(tmp_path), "WEB_CONCURRENCY": "2"}
@@ -170,7 +170,7 @@ def test_metrics_sum_every_gunicorn_process_dead_ones_included(base_env, tmp_pat
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left by a previous run")
     proc = start_gunicorn(
-        env, tmp_path / "gunicorn.log", port, max_requests="10", max_requests_jitter="0"
+        env, tmp_path / "gunicorn.log", port, max_requests="15", max_requests_jitter="0"
     )
     try:
         assert not stale.parent.exists()  # the new master removed it at start
@@ -181,8 +181,9 @@ def test_metrics_sum_every_gunicorn_process_dead_ones_included(base_env, tmp_pat
         def hit(count: int) -> None:
             try:
                 for _ in range(count):
-                    # A fresh connection each time, so the processes share the load.
-                    response = requests.get(f"{base}/healthz", timeout=10)
+                    # A fresh connection each time, so the processes share the load. Generous:
+                    # while both workers restart, a request waits for a new one to boot.
+                    response = requests.get(f"{base}/healthz", timeout=60)
                     assert response.status_code == 200
             except BaseException as exc:
                 errors.append(exc)
@@ -191,7 +192,7 @@ def test_metrics_sum_every_gunicorn_process_dead_ones_included(base_env, tmp_pat
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(60)
+            thread.join(240)
         assert not errors, errors
 
         def counted() -> dict | None:
@@ -206,7 +207,7 @@ def test_metrics_sum_every_gunicorn_process_dead_ones_included(base_env, tmp_pat
             found = wait_until(counted, timeout=30, interval=0.5)
             assert found[("gateway_request_duration_seconds_count", (("route", "/healthz"),))] == 60
         pids = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
-        assert len(pids) >= 6, pids  # 60 requests, 10 per process: at least six processes
+        assert len(pids) >= 4, pids  # 60 requests, 15 per process: at least four processes
     finally:
         proc.stop()
     assert "Traceback" not in proc.output()
