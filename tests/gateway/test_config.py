@@ -205,6 +205,7 @@ def test_from_env_parses_lists_and_guard_services():
 def test_from_env_stripe_webhook_secrets_and_subscription_guards():
     config = Config.from_env(
         {
+            **PRODUCTION,
             "GUARD_SERVICES": "tokenguard=http://127.0.0.1:9/a,premium=http://127.0.0.1:9/b",
             "GUARD_REQUIRES_SUBSCRIPTION": " Premium ",
             "STRIPE_WEBHOOK_SECRET": "whsec_new  whsec_old",
