@@ -1,7 +1,8 @@
 """Stripe's webhooks applied to users: the subscription each user pays for (CONTRACT 4.11).
 
-Plain functions, called by the webhook worker (gateway.webhooks.processing) with the ledger row's
-payload, and by the guard route to read a user's status. The caller owns the transaction.
+The handler of Stripe's event types (registered in gateway/webhooks/handlers.py, ordered per
+customer); the worker calls it inside its batch transaction. What a status lets a user call is in
+gateway/billing/entitlement.py.
 
 Ordering: Stripe does not deliver events in order and retries for days, so every change carries
 the `created` of its event, and an event older than the one that last set the user's subscription
