@@ -1,5 +1,6 @@
 """What the subscription read adds to a guard call: the same call with Stripe's webhooks off (no
-read) and on (one indexed SELECT on its own pooled connection), interleaved in one run.
+read), on (the status through the one-second per-process cache: one user calling repeatedly),
+and on with the cache off (one indexed SELECT per call), interleaved in one run.
 
     .venv/bin/python bench/subscription_read_cost.py --calls 1000
 
@@ -25,6 +26,7 @@ from werkzeug.serving import make_server  # noqa: E402
 from bench import echo_upstream  # noqa: E402
 from bench.common import migrated_database, percentile  # noqa: E402
 from gateway import create_app  # noqa: E402
+from gateway.billing.entitlement import CACHE_KEY, StatusCache  # noqa: E402
 from gateway.config import Config  # noqa: E402
 from gateway.extensions import db  # noqa: E402
 from gateway.models import User  # noqa: E402
@@ -53,6 +55,8 @@ def measure(calls: int, database_url: str) -> None:
     }
     off = create_app(Config.from_env(env))
     on = create_app(Config.from_env({**env, "STRIPE_WEBHOOK_SECRET": "whsec_bench"}))
+    uncached = create_app(Config.from_env({**env, "STRIPE_WEBHOOK_SECRET": "whsec_bench"}))
+    uncached.extensions[CACHE_KEY] = StatusCache(ttl_seconds=0.0)
     with on.app_context():
         db.session.add(
             User(clerk_user_id="user_bench", email="b@example.com", subscription_status="active")
@@ -60,8 +64,12 @@ def measure(calls: int, database_url: str) -> None:
         db.session.commit()
     headers = {"Authorization": f"Bearer {mint_token(key, user_id='user_bench')}"}
     body = {"service": "echo", "payload": {"text": "hello"}}
-    clients = {"off": off.test_client(), "on": on.test_client()}
-    timings: dict[str, list[float]] = {"off": [], "on": []}
+    clients = {
+        "off": off.test_client(),
+        "on": on.test_client(),
+        "uncached": uncached.test_client(),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in clients}
     for client in clients.values():  # warm: pools, token cache, statement cache
         for _ in range(50):
             assert (
@@ -69,24 +77,26 @@ def measure(calls: int, database_url: str) -> None:
             )
     order = list(clients.items())
     for _ in range(calls):
-        order.reverse()  # interleaved, alternating who goes first: the machine's noise hits both
+        order = order[1:] + order[:1]  # interleaved, rotating who goes first: noise hits all
         for name, client in order:
             started = time.perf_counter()
             client.post("/api/v1/guards/process", json=body, headers=headers)
             timings[name].append((time.perf_counter() - started) * 1000)
-    for app in (off, on):
+    for app in (off, on, uncached):
         app.extensions["guards"].flush_audit(10)
     upstream.shutdown()
 
     p50 = {name: statistics.median(values) for name, values in timings.items()}
     for name, values in timings.items():
         print(
-            f"stripe webhooks {name:>3}: p50 {p50[name]:.3f} ms,"
+            f"stripe webhooks {name:>8}: p50 {p50[name]:.3f} ms,"
             f" p99 {percentile(values, 99):.3f} ms per guard call ({calls} calls)"
         )
-    print(
-        f"read adds {p50['on'] - p50['off']:.3f} ms p50; ratio on/off {p50['on'] / p50['off']:.2f}"
-    )
+    for name in ("on", "uncached"):
+        print(
+            f"{name}: adds {p50[name] - p50['off']:.3f} ms p50;"
+            f" ratio {name}/off {p50[name] / p50['off']:.2f}"
+        )
 
 
 if __name__ == "__main__":

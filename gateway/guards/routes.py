@@ -8,9 +8,8 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from gateway.billing.entitlement import subscription_status_of, subscriptions_tracked
+from gateway.billing.entitlement import current_subscription_status, subscriptions_tracked
 from gateway.errors import InvalidBody
-from gateway.extensions import db
 from gateway.guards.runtime import guard_runtime
 from gateway.guards.service import process_guard_call
 from gateway.webhooks.service import DatabaseUnavailable
@@ -38,7 +37,10 @@ def process() -> ResponseReturnValue:
     # without Stripe pays no database round trip per guard call.
     if requires_subscription or subscriptions_tracked(config):
         try:
-            subscription_status = subscription_status_of(db.engine, clerk_user_id)
+            subscription_status = current_subscription_status(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                clerk_user_id,
+            )
         except DatabaseUnavailable:
             if requires_subscription:
                 raise

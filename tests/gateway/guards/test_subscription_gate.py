@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from gateway.billing.entitlement import CACHE_KEY, StatusCache
 from gateway.extensions import db
 from gateway.models import GuardRequest, User
+from gateway.webhooks.service import DatabaseUnavailable
 from tests.gateway.guards.conftest import flush_audit
 from tests.gateway.guards.upstream import Upstream
 from tests.support.processes import free_port
@@ -158,3 +160,73 @@ def test_database_down_gated_is_503_ungated_forwarded_without_header(
     assert ungated.status_code == 200
     (hit,) = upstream.hits
     assert "x-subscription-status" not in hit.headers
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_status_cache_serves_within_ttl_then_reads_again() -> None:
+    clock = FakeClock()
+    cache = StatusCache(ttl_seconds=1.0, clock=clock)
+    reads: list[str] = []
+
+    def read(user_id: str) -> str:
+        reads.append(user_id)
+        return f"status-{len(reads)}"
+
+    first = cache.status_of("user_a", read)
+    clock.now += 0.9
+    cached = cache.status_of("user_a", read)
+    clock.now += 0.1
+    fresh = cache.status_of("user_a", read)
+
+    assert (first, cached, fresh) == ("status-1", "status-1", "status-2")
+    assert cache.status_of(None, read) is None
+    assert reads == ["user_a", "user_a"]
+
+
+def test_status_cache_bounded_and_failures_not_cached() -> None:
+    cache = StatusCache(max_entries=2, clock=FakeClock())
+    calls = {"n": 0}
+
+    def failing(user_id: str) -> str:
+        calls["n"] += 1
+        raise DatabaseUnavailable()
+
+    for _ in range(2):
+        with pytest.raises(DatabaseUnavailable):
+            cache.status_of("user_x", failing)
+    for user_id in ("a", "b", "c"):
+        cache.status_of(user_id, lambda u: "active")
+
+    assert calls["n"] == 2
+    assert len(cache._entries) <= 2
+
+
+def test_gate_follows_a_change_once_the_cached_status_expires(
+    gated_app: Flask, upstream: Upstream, mint: Callable[..., str]
+) -> None:
+    clock = FakeClock()
+    gated_app.extensions[CACHE_KEY] = StatusCache(clock=clock)
+    add(gated_app, "user_flip", "active")
+    token = mint("user_flip")
+    assert call(gated_app, token).status_code == 200
+    with gated_app.app_context():
+        db.session.execute(
+            update(User)
+            .where(User.clerk_user_id == "user_flip")
+            .values(subscription_status="canceled")
+        )
+        db.session.commit()
+
+    within = call(gated_app, token)
+    clock.now += StatusCache.TTL_SECONDS
+    after = call(gated_app, token)
+
+    assert (within.status_code, after.status_code) == (200, 402)
+    assert len(upstream.hits) == 2
