@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 PORT ?= 8000
 
-.PHONY: install run test lint format services migrate bench bench-micro clean
+.PHONY: install run test test-faults lint format services migrate bench bench-micro clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ run: install
 
 test: install services
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The fault suite of docs/reliability.md: the Procfile's processes on loopback with Redis stopped
+# and frozen, PostgreSQL cut, workers SIGKILLed, Stripe failing, a guard hanging (a few minutes).
+test-faults: install services
+	$(BIN)/pytest -m faults tests/faults -s $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -125,9 +125,11 @@ def claim_batch(
 ) -> tuple[list[Claimed], int]:
     """Take up to `limit` waiting events (and expired claims) whose key nobody holds.
 
-    Returns the claims and how many events were failed instead, their attempts used up. An event
-    claimed before and not finished (its worker died or it failed transiently) is claimed alone:
-    if it kills its worker every time, it uses up only its own attempts, not a whole batch's.
+    Returns the claims and how many events were failed instead, their attempts used up.
+
+    Events claimed before and not finished (their worker died, or a transient fault) come back in
+    small batches, then alone (_tier): an event that kills its worker every time uses up its own
+    attempts, not those of a whole batch of innocent neighbours.
     """
     now = now or utcnow()
     claimable = _claimable(now)
@@ -141,19 +143,20 @@ def claim_batch(
     ).all()
     exhausted: list[int] = []
     chosen: list[int] = []
+    tier: int | None = None  # a batch holds events of one tier only (see _tier)
     blocked: set[str | None] = set()  # keys with an earlier event left out of this batch
     for row in rows:
         if row.attempts >= max_attempts:
             exhausted.append(row.id)
-        elif row.ordering_key in blocked:
             continue
-        elif row.attempts > 0 and not chosen:
-            chosen.append(row.id)
-            break
-        elif row.attempts > 0:
+        if row.ordering_key in blocked:
+            continue
+        this = _tier(row.attempts)
+        tier = this if tier is None else tier
+        if this != tier or len(chosen) >= _TIER_LIMITS.get(tier, limit):
             blocked.add(row.ordering_key)
-        else:
-            chosen.append(row.id)
+            continue
+        chosen.append(row.id)
     if exhausted:
         session.execute(
             update(_table)
@@ -297,6 +300,15 @@ def release_claims(
     except TRANSIENT_ERRORS as exc:
         session.rollback()
         log.warning("could not release %d webhook events: %s", len(params), type(exc).__name__)
+
+
+# Tier 0, never claimed: a full batch. Tier 1, claimed once (its batch died): up to 10 together.
+# Tier 2, claimed twice or more: alone, so a poison event is cornered by its third claim.
+_TIER_LIMITS = {1: 10, 2: 1}
+
+
+def _tier(attempts: int) -> int:
+    return min(attempts, 2)
 
 
 def lease_cutoff(now: datetime) -> datetime:

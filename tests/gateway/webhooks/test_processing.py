@@ -123,6 +123,23 @@ def test_claim_takes_an_event_claimed_before_alone_and_holds_back_its_key(app):
     assert row(app, ada_later).status == "received"
 
 
+def test_claim_takes_events_of_a_dead_batch_ten_at_a_time_apart_from_fresh_ones(app):
+    dead = [
+        store(app, clerk_event("user.created", new_user_id(), f"d{n}@x.com")) for n in range(12)
+    ]
+    fresh = store(app, clerk_event("user.created", new_user_id(), "f@x.com"))
+    for event_id in dead:
+        set_row(app, event_id, attempts=1)  # their worker died mid-batch once
+
+    first, _ = claim(app)
+    second, _ = claim(app)
+    third, _ = claim(app)
+
+    assert [c.event.id for c in first] == dead[:10]
+    assert [c.event.id for c in second] == dead[10:]
+    assert [c.event.id for c in third] == [fresh]
+
+
 def test_claim_after_max_attempts_fails_the_event_attempts_exhausted(app):
     event_id = store(app, clerk_event("user.created", new_user_id(), "x@example.com"))
     set_row(app, event_id, attempts=8)
