@@ -135,7 +135,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
-        for key in ("event_id", "task_id", "status", "method", "path", "duration_ms", "code"):
+        for key in (
+            "event_id", "event_ids", "task_id", "status", "method", "path", "duration_ms", "code",
+        ):  # fmt: skip
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value

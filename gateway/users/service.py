@@ -7,6 +7,7 @@ any path ends up the same. Callers own the transaction; these functions only flu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +73,13 @@ class ClerkUser:
         )
 
 
+class Lookup:
+    """`existing` not given: the rules read the user themselves."""
+
+
+LOOKUP = Lookup()
+
+
 @dataclass(frozen=True)
 class UpsertResult:
     user: User
@@ -91,18 +99,59 @@ def lock_clerk_user(session: Session, clerk_user_id: str) -> None:
     advisory_xact_lock(session, clerk_user_id)
 
 
+def lock_clerk_users(session: Session, clerk_user_ids: Iterable[str]) -> None:
+    """lock_clerk_user for many users in one round trip (a worker's batch), in a fixed order so
+    that two such batches can never wait on each other in a cycle."""
+    advisory_xact_locks(session, clerk_user_ids)
+
+
 def advisory_xact_lock(session: Session, name: str) -> None:
     """Wait for the PostgreSQL advisory lock named `name`; it is released when the transaction
     ends. A no-op on SQLite, which serialises writers itself."""
+    advisory_xact_locks(session, [name])
+
+
+def advisory_xact_locks(session: Session, names: Iterable[str]) -> None:
+    """Wait for each named advisory lock, in the order of their keys, in one statement. Locks this
+    transaction already holds are skipped (taking one again would cost a round trip for nothing)."""
     if session.get_bind().dialect.name != "postgresql":
         return
+    # The connection's transaction, begun here if need be: the locks live as long as it does.
+    transaction = session.connection().get_transaction()
+    owner, held = session.info.get(_HELD_LOCKS, (None, set()))
+    if owner is not transaction:
+        held = set()
+        session.info[_HELD_LOCKS] = (transaction, held)
+    wanted = {name for name in names if name not in held}
+    if not wanted:
+        return
+    keys = sorted(_lock_key(name) for name in wanted)
+    if len(keys) == 1:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": keys[0]})
+    else:
+        session.execute(_LOCK_MANY, {"keys": keys})
+    held |= wanted
+
+
+_HELD_LOCKS = "advisory_xact_locks"
+# WITH ORDINALITY: the locks are taken in the array's (sorted) order.
+_LOCK_MANY = text(
+    "SELECT pg_advisory_xact_lock(k)"
+    " FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
+)
+
+
+def _lock_key(name: str) -> int:
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
-    key = int.from_bytes(digest, "big", signed=True)
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def find_by_clerk_id(session: Session, clerk_user_id: str) -> User | None:
     return session.scalar(select(User).where(User.clerk_user_id == clerk_user_id))
+
+
+def find_by_clerk_ids(session: Session, clerk_user_ids: Iterable[str]) -> list[User]:
+    return list(session.scalars(select(User).where(User.clerk_user_id.in_(list(clerk_user_ids)))))
 
 
 def find_by_email(session: Session, email: str) -> User | None:
@@ -115,22 +164,32 @@ def find_by_email(session: Session, email: str) -> User | None:
     )
 
 
-def upsert_clerk_user(session: Session, clerk: ClerkUser) -> UpsertResult:
+def upsert_clerk_user(
+    session: Session,
+    clerk: ClerkUser,
+    existing: User | Lookup | None = LOOKUP,
+    *,
+    flush_updates: bool = True,
+) -> UpsertResult:
     """Create or update the mirror of `clerk`, by Clerk id, else by verified email, else new.
 
     Never moves a user backwards in time (Svix does not order deliveries) and never brings back a
-    deleted user. Raises EmailRequired when the Clerk user has no primary email.
+    deleted user. Raises EmailRequired when the Clerk user has no primary email. `existing`: the
+    user with this Clerk id when the caller already read it (None: there is none).
+    `flush_updates=False` leaves an update to the caller's next flush (a worker's batch flushes
+    all its updates at once); a new user is always flushed, for its id.
     """
     if not clerk.primary_email:
         raise EmailRequired()
-    user = find_by_clerk_id(session, clerk.id)
+    user = find_by_clerk_id(session, clerk.id) if isinstance(existing, Lookup) else existing
     if user is not None:
         if user.deleted_at is not None:
             return UpsertResult(user, skipped="deleted")
         if _is_stale(user, clerk):
             return UpsertResult(user, skipped="stale")
         changed = _apply(user, clerk)
-        session.flush()
+        if flush_updates:
+            session.flush()
         return UpsertResult(user, changed=changed)
 
     # Linking by email is only safe when Clerk has verified it: otherwise anyone could sign up
@@ -171,9 +230,11 @@ def create_user_from_claims(session: Session, claims: dict[str, Any]) -> UpsertR
     return UpsertResult(user, created=True, changed=frozenset({"email"}))
 
 
-def soft_delete_clerk_user(session: Session, clerk_user_id: str) -> UpsertResult:
+def soft_delete_clerk_user(
+    session: Session, clerk_user_id: str, existing: User | Lookup | None = LOOKUP
+) -> UpsertResult:
     """Deactivate; for an unknown user leave a tombstone so a late user.created cannot revive it."""
-    user = find_by_clerk_id(session, clerk_user_id)
+    user = find_by_clerk_id(session, clerk_user_id) if isinstance(existing, Lookup) else existing
     now = utcnow()
     if user is None:
         user = User(clerk_user_id=clerk_user_id, is_active=False, deleted_at=now)

@@ -3,7 +3,9 @@
 A handler is two functions (gateway/webhooks/handlers.py registers them by event type):
 `ordering_key(payload)`, read at receipt, names what the event's changes are serialised by (a
 Clerk user id, an organization id, a Stripe customer id); `apply(session, event, config)`, run by
-the worker inside the batch's transaction, makes the change and says what became of the event.
+the worker inside the batch's transaction, makes the change and says what became of the event
+(it flushes at most, never commits). An optional `prepare(session, events)` runs once per batch
+first.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ class Outcome:
 
 Apply = Callable[[Session, StoredEvent, Config], Outcome]
 KeyOf = Callable[[dict[str, Any]], str | None]
+Prepare = Callable[[Session, list[StoredEvent]], None]
+
+# session.info key of a dict that lives for one batch's transaction: what a `prepare` read for
+# the batch (rows by key, say), for its `apply` calls to use. Emptied when the batch ends.
+BATCH_SCRATCH = "webhook_batch"
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,10 @@ class Handler:
     missing_key_error: str = "no_ordering_key"
     # The key is a Clerk user id: also stored in webhook_events.clerk_user_id (admin views).
     key_is_clerk_user: bool = False
+    # Optional, once per batch before any `apply`, with the batch's events of the handlers that
+    # share it (in order): take their locks and read their rows in one round trip each, instead
+    # of one per event.
+    prepare: Prepare | None = None
 
 
 def data_id(payload: dict[str, Any]) -> str | None:

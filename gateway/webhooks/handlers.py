@@ -12,14 +12,18 @@ from gateway.billing.subscriptions import STRIPE_HANDLED_TYPES, apply_stripe_eve
 from gateway.models import EventSource
 from gateway.organizations.events import apply_organization_webhook, organization_key
 from gateway.organizations.service import EVENT_TYPES as ORGANIZATION_EVENT_TYPES
-from gateway.users.events import apply_user_deleted, apply_user_upsert
+from gateway.users.events import apply_user_deleted, apply_user_upsert, prepare_user_events
 from gateway.webhooks.events import Apply, Handler, data_id
 
 
 def _user_event(apply: Apply) -> Handler:
     """Ordered per Clerk user (data.id), as logins and backfill writing the same user are."""
     return Handler(
-        apply, ordering_key=data_id, missing_key_error="no_user_id", key_is_clerk_user=True
+        apply,
+        ordering_key=data_id,
+        missing_key_error="no_user_id",
+        key_is_clerk_user=True,
+        prepare=prepare_user_events,
     )
 
 

@@ -36,7 +36,7 @@ from gateway.jobs import CLAIM_LEASE_SECONDS
 from gateway.models import EventStatus, WebhookEvent
 from gateway.models.base import utcnow
 from gateway.users.service import advisory_xact_lock
-from gateway.webhooks.events import Outcome, StoredEvent
+from gateway.webhooks.events import BATCH_SCRATCH, Outcome, StoredEvent
 from gateway.webhooks.handlers import handler_for
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,23 @@ def _apply_in_one_transaction(
     )
     # A claim another worker took over after our lease expired is no longer ours: skip it.
     ours = [one for one in claimed if held.get(one.event.id) == one.attempt]
+    session.info[BATCH_SCRATCH] = {}
+    try:
+        return _apply_ours(session, ours, config, result)
+    finally:
+        session.info.pop(BATCH_SCRATCH, None)
+
+
+def _apply_ours(
+    session: Session, ours: list[Claimed], config: Config, result: DrainResult
+) -> list[tuple[str, int]]:
+    batches: dict[Any, list[StoredEvent]] = {}
+    for one in ours:
+        handler = handler_for(one.event.source, one.event.type)
+        if handler is not None and handler.prepare is not None:
+            batches.setdefault(handler.prepare, []).append(one.event)
+    for prepare, events in batches.items():
+        prepare(session, events)
     now = utcnow()
     marks: list[dict[str, Any]] = []
     outcomes: list[tuple[StoredEvent, Outcome]] = []
@@ -256,14 +273,21 @@ def _apply_in_one_transaction(
         session.execute(_MARK_DONE.values(processed_at=now), marks)
     session.commit()
     follow_ups: list[tuple[str, int]] = []
+    processed: list[str] = []
     for event, outcome in outcomes:
         result.count(outcome.status)
-        log.info(
-            "webhook event %s",
-            outcome.status,
-            extra={"event_id": event.svix_id, "status": outcome.status},
-        )
+        if outcome.status == EventStatus.PROCESSED:
+            processed.append(event.svix_id)
+        else:
+            log.info(
+                "webhook event %s",
+                outcome.status,
+                extra={"event_id": event.svix_id, "status": outcome.status},
+            )
         follow_ups += [job for job in outcome.follow_ups if job not in follow_ups]
+    if processed:
+        # One line per batch, naming every event: a line per event cost more than its apply.
+        log.info("webhook events processed: %d", len(processed), extra={"event_ids": processed})
     return follow_ups
 
 

@@ -9,7 +9,6 @@ Outcomes are read straight from PostgreSQL and the worker logs, never through th
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import pytest
 from tests.gateway.guards.upstream import Upstream
 from tests.support.clerk import ISSUER, SECRET_KEY, ClerkBackend, ClerkKeys, mint_token
 from tests.support.faults import TcpProxy
+from tests.support.load import applied_event_ids
 from tests.support.processes import (
     BIN,
     Proc,
@@ -110,12 +110,7 @@ class Deployment:
 
     def applied_ids(self) -> list[str]:
         """Every event id a worker logged as applied (one line per apply)."""
-        ids = []
-        for worker in self.workers:
-            for line in worker.output().splitlines():
-                if '"webhook event processed"' in line:
-                    ids.append(json.loads(line)["event_id"])
-        return ids
+        return [i for worker in self.workers for i in applied_event_ids(worker.output())]
 
     @property
     def url(self) -> str:

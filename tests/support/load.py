@@ -149,3 +149,13 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
     return ordered[index]
+
+
+def applied_event_ids(worker_log: str) -> list[str]:
+    """Every event id a worker logged as applied: one line per batch lists its processed events
+    (gateway.webhooks.processing), so an event applied twice shows up twice."""
+    ids: list[str] = []
+    for line in worker_log.splitlines():
+        if '"msg": "webhook events processed' in line:
+            ids += json.loads(line)["event_ids"]
+    return ids

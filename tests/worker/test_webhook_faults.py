@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import signal
 import time
 
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from gateway.extensions import db
 from gateway.models import User, WebhookEvent
 from gateway.webhooks.sweep import sweep_now
+from tests.support.load import applied_event_ids
 from tests.support.polling import LOAD_SLACK_SECONDS, wait_until
 from tests.support.processes import BIN, Proc, free_port, start_redis_server
 from tests.support.svix import SECRET, clerk_event, new_msg_id, new_user_id, post_event
@@ -84,12 +84,7 @@ def all_processed(app) -> dict[str, WebhookEvent] | None:
 
 
 def applied_lines(*procs: Proc) -> list[str]:
-    ids = []
-    for proc in procs:
-        for line in proc.output().splitlines():
-            if '"webhook event processed"' in line:
-                ids.append(json.loads(line)["event_id"])
-    return ids
+    return [event_id for proc in procs for event_id in applied_event_ids(proc.output())]
 
 
 def test_worker_sigkilled_mid_batch_every_event_applied_exactly_once(
