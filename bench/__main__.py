@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             text, raw, _ = run_scenarios(pipeline, pipeline_options)
         args.workdir.mkdir(parents=True, exist_ok=True)
-        (args.workdir / "bench-pipeline.json").write_text(json.dumps(raw, indent=2))
+        (args.workdir / "webhook-scenarios.json").write_text(json.dumps(raw, indent=2))
         print(("\n" if names else "") + text)
         failed += [name for name in pipeline if not _clean(name, raw[name])]
     if failed:

@@ -38,7 +38,7 @@ def test_every_bench_scenario_runs_and_prints_its_row(tmp_path: Path) -> None:
     header = labels.index("webhook pipeline")  # the second table
     assert labels[1:header] == list(ROWS)  # [0] is the header
     assert len(labels[header + 1 :]) == PIPELINE_ROWS
-    pipeline = json.loads((tmp_path / "bench-pipeline.json").read_text())
+    pipeline = json.loads((tmp_path / "webhook-scenarios.json").read_text())
     assert pipeline["pipeline"]["users_match_model"] is True
     assert pipeline["pipeline"]["applied_twice"] == 0
     (results,) = tmp_path.glob("bench-*.json")
