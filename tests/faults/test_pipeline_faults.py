@@ -168,15 +168,17 @@ def test_redis_stopped_then_frozen_acks_within_2s_all_applied_after(
     injector.join()
     drained = wait_all_final(dep, len(history.unique_ids), timeout=120)
 
-    slow = [a for a in answers if a.status != 200 or a.seconds >= 2.0]
+    # The server's answer time (from the send): on a loaded machine the generator's own schedule
+    # slips too, and that is not the gateway holding a request.
+    slow = [a for a in answers if a.status != 200 or a.service_seconds >= 2.0]
     assert slow == []
     assert_applied_once(dep, history.unique_ids)
     assert_users_match(dep, history.emails, history.deleted)
     report(
         "redis",
         deliveries=len(answers),
-        ack_max_ms=round(max(a.seconds for a in answers) * 1000, 1),
-        ack_p99_ms=round(percentile([a.seconds for a in answers], 99) * 1000, 1),
+        ack_max_ms=round(max(a.service_seconds for a in answers) * 1000, 1),
+        ack_p99_ms=round(percentile([a.service_seconds for a in answers], 99) * 1000, 1),
         all_applied_after_last_delivery_s=round(drained, 1),
     )
 
@@ -325,7 +327,7 @@ def test_hanging_guard_opens_circuit_other_traffic_stays_flat(
     upstream: Upstream,
 ) -> None:
     # 6: one guard upstream hangs; its circuit opens, and the other guard and logins stay flat.
-    upstream.slow_seconds = 30  # hangs far past the timeout
+    # /slow holds its answer until the test ends: far past the timeout.
     dep = deployment(
         GUARD_TIMEOUT_SECONDS="1", GUARD_CIRCUIT_FAILURES="3", GUARD_CIRCUIT_RESET_SECONDS="120"
     )

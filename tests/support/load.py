@@ -106,6 +106,7 @@ class Answer:
     svix_id: str
     status: int
     seconds: float  # from when it was due (open loop) or sent (closed loop)
+    service_seconds: float  # from when it was sent: the server's answer time alone
 
 
 def deliver_all(
@@ -130,8 +131,10 @@ def deliver_all(
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+            sent = time.perf_counter()
             status = sender.deliver(items[i])
-            answer = Answer(items[i][1]["svix-id"], status, time.perf_counter() - due)
+            done = time.perf_counter()
+            answer = Answer(items[i][1]["svix-id"], status, done - due, done - sent)
             with lock:
                 answers.append(answer)
             if on_answer is not None:
