@@ -20,6 +20,7 @@ from gateway.extensions import db, migrate
 from gateway.jobs import celery_init_app
 from gateway.logs import configure_logging, log_access, new_request_id, request_id_var
 
+log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -28,6 +29,12 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     config.validate()
     configure_logging()
+    if not config.clerk_enabled and config.env != "development":
+        # Every process start says it: an operator must not find out from an incident.
+        log.warning(
+            "CLERK_ENABLED=false in production: no session token is verified and guard calls "
+            "are forwarded without a user"
+        )
     Path(config.instance_path).mkdir(parents=True, exist_ok=True)
 
     # No static folder: the gateway serves JSON only, and an unused route is one more to document.

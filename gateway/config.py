@@ -18,6 +18,9 @@ _GUARD_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Clerk permission keys: org:<feature>:<permission> (the org: prefix optional, as in has()).
 _PERMISSION_RE = re.compile(r"^[A-Za-z0-9_:.-]{1,200}$")
 SSL_CERT_REQS = ("none", "optional", "required")
+_LIVE_STRIPE_PREFIXES = ("sk_live_", "rk_live_")
+# An operator key guards every user's private metadata: long enough that guessing is hopeless.
+MIN_ADMIN_KEY_LENGTH = 32
 
 
 class ConfigError(ValueError):
@@ -42,6 +45,7 @@ class Config:
     clerk_issuer: str | None = None
     clerk_jwt_key: str | None = None
     clerk_authorized_parties: tuple[str, ...] = ()
+    clerk_audience: tuple[str, ...] = ()
     clerk_clock_skew_seconds: int = 5
     clerk_secret_key: str | None = None
     clerk_api_url: str = "https://api.clerk.com/v1"
@@ -96,12 +100,22 @@ class Config:
 
     @property
     def dev_mode(self) -> bool:
-        """The app acts as its own Clerk-like issuer (make run). Never with real Clerk keys."""
-        return self.env == "development" and not self.has_clerk_keys
+        """The app acts as its own Clerk-like issuer (make run). Never with real keys: validate()
+        refuses development mode beside any production secret."""
+        return self.env == "development" and not self.production_secrets()
 
-    @property
-    def has_clerk_keys(self) -> bool:
-        return bool(self.clerk_publishable_key or self.clerk_jwks_url or self.clerk_jwt_key)
+    def production_secrets(self) -> list[str]:
+        """The variables set here that only a real deployment has (CONTRACT 5)."""
+        named = {
+            "CLERK_PUBLISHABLE_KEY": self.clerk_publishable_key,
+            "CLERK_JWKS_URL": self.clerk_jwks_url,
+            "CLERK_JWT_KEY": self.clerk_jwt_key,
+            "CLERK_SECRET_KEY": self.clerk_secret_key,
+        }
+        found = [name for name, value in named.items() if value]
+        if (self.stripe_api_key or "").startswith(_LIVE_STRIPE_PREFIXES):
+            found.append("STRIPE_API_KEY")
+        return found
 
     @property
     def embedded_broker(self) -> bool:
@@ -146,6 +160,7 @@ class Config:
             clerk_issuer=reader.text("CLERK_ISSUER"),
             clerk_jwt_key=reader.pem("CLERK_JWT_KEY"),
             clerk_authorized_parties=reader.csv("CLERK_AUTHORIZED_PARTIES"),
+            clerk_audience=reader.csv("CLERK_AUDIENCE"),
             clerk_clock_skew_seconds=reader.integer("CLERK_CLOCK_SKEW_SECONDS", 5, minimum=0),
             clerk_secret_key=reader.text("CLERK_SECRET_KEY"),
             clerk_api_url=(reader.url("CLERK_API_URL") or "https://api.clerk.com/v1").rstrip("/"),
@@ -154,6 +169,7 @@ class Config:
                 reader.words("CLERK_WEBHOOK_SECRET") + reader.words("CLERK_WEBHOOK_SIGNING_SECRET")
             ),
             clerk_jwks_cache_seconds=reader.integer("CLERK_JWKS_CACHE_SECONDS", 300, minimum=1),
+            # Production needs at least 1 (validate): 0 would let made-up kids flood Clerk.
             clerk_jwks_refresh_cooldown_seconds=reader.integer(
                 "CLERK_JWKS_REFRESH_COOLDOWN_SECONDS", 30, minimum=0
             ),
@@ -223,11 +239,30 @@ class Config:
             raise ConfigError(
                 "GUARD_REQUIRES_SUBSCRIPTION", f"{', '.join(unknown)} not in GUARD_SERVICES"
             )
+        if self.env == "development":
+            # Development mode serves its own JWKS and accepts webhooks signed with a secret
+            # published in the source: beside a real key that would hand out real sessions.
+            for variable in self.production_secrets():
+                raise ConfigError(
+                    variable,
+                    "is a production secret; development mode never runs with one "
+                    "(unset it, or leave GATEWAY_ENV unset for production)",
+                )
+        else:
+            self._validate_production()
         if self.biasguard_on_login and "biasguard" not in self.guard_urls:
             # Otherwise every login would find BiasGuard "unavailable", or fail closed, forever.
             raise ConfigError(
                 "BIASGUARD_ON_LOGIN", "needs a guard named biasguard in GUARD_SERVICES"
             )
+
+    def _validate_production(self) -> None:
+        if any(len(key) < MIN_ADMIN_KEY_LENGTH for key in self.admin_api_keys):
+            raise ConfigError(
+                "ADMIN_API_KEYS", f"each key must be at least {MIN_ADMIN_KEY_LENGTH} characters"
+            )
+        if self.clerk_jwks_refresh_cooldown_seconds < 1:
+            raise ConfigError("CLERK_JWKS_REFRESH_COOLDOWN_SECONDS", "must be at least 1")
 
 
 def frontend_api_host(publishable_key: str) -> str:

@@ -100,6 +100,19 @@ class SessionPending(TokenProblem):
     default_detail = "The session is pending (sts); finish signing in, then retry."
 
 
+class TokenTypeMismatch(TokenProblem):
+    code, title = "token_type_mismatch", "Not a session token"
+    default_detail = (
+        "This is a Clerk OAuth access token or machine token; send the user's session token "
+        "(getToken())."
+    )
+
+
+class TokenInvalidAudience(TokenProblem):
+    code, title = "token_invalid_audience", "Session token audience not accepted"
+    default_detail = "The session token was not issued for this API (aud); check CLERK_AUDIENCE."
+
+
 class JwkKidMismatch(TokenProblem):
     code, title = "jwk_kid_mismatch", "Session token key unknown"
     default_detail = (
@@ -138,6 +151,7 @@ class VerifierSettings:
     issuer: str | None
     authorized_parties: tuple[str, ...] = ()
     leeway_seconds: int = 5
+    audiences: tuple[str, ...] = ()  # CLERK_AUDIENCE; empty: aud not checked
 
     @classmethod
     def from_config(cls, config: Config, dev_issuer: str | None = None) -> VerifierSettings:
@@ -145,6 +159,7 @@ class VerifierSettings:
             issuer=expected_issuer(config, dev_issuer),
             authorized_parties=config.clerk_authorized_parties,
             leeway_seconds=config.clerk_clock_skew_seconds,
+            audiences=config.clerk_audience,
         )
 
 
@@ -239,6 +254,7 @@ def _verify(
     _verify_rs256(token, segments[2], key)
 
     _check_claims(payload, settings, now())
+    check_session_kind(header, payload, settings)
     try:
         return Claims(payload)
     except MalformedClaims:
@@ -264,6 +280,35 @@ def _verify_rs256(token: str, signature_segment: str, key: Any) -> None:
         key.verify(signature, signing_input, _PKCS1V15, _SHA256)
     except InvalidSignature:
         raise TokenInvalidSignature() from None
+
+
+# RFC 9068 access tokens say so in `typ` (Clerk's OAuth tokens: "at+jwt"); Clerk M2M tokens are
+# issued to machines, whose ids start mch_. Both are signed with the instance's session key.
+_ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+_MACHINE_SUBJECT_PREFIX = "mch_"
+
+
+def check_session_kind(
+    header: dict[str, Any], payload: dict[str, Any], settings: VerifierSettings
+) -> None:
+    """Only a user's session token is a session (CONTRACT 4.1), and for this API when aud is set.
+
+    Runs after the signature and the time claims: a token of another kind from this very instance
+    verifies until here, and must still not pass as a user's session.
+    """
+    typ = header.get("typ")
+    if isinstance(typ, str) and typ.lower() in _ACCESS_TOKEN_TYPES:
+        raise TokenTypeMismatch()
+    if str(payload.get("sub", "")).startswith(_MACHINE_SUBJECT_PREFIX):
+        raise TokenTypeMismatch()
+    sid = payload.get("sid")
+    if not isinstance(sid, str) or not sid:
+        raise TokenInvalid("The session token has no session id (sid).")
+    if settings.audiences:
+        aud = payload.get("aud")
+        given = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(isinstance(a, str) and a in settings.audiences for a in given):
+            raise TokenInvalidAudience()
 
 
 def _check_claims(payload: dict[str, Any], settings: VerifierSettings, now: float) -> None:

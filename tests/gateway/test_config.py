@@ -190,7 +190,8 @@ def test_from_env_parses_lists_and_guard_services():
             "CLERK_WEBHOOK_SECRET": (
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
             ),
-            "ADMIN_API_KEYS": "k1,k2",
+            "ADMIN_API_KEYS": f"{'1' * 32},{'2' * 40}",
+            "CLERK_AUDIENCE": "https://api.example.com, https://b.example.com",
         }
     )
     assert config.guard_urls == {
@@ -199,7 +200,8 @@ def test_from_env_parses_lists_and_guard_services():
     }
     assert config.clerk_authorized_parties == ("https://app.example.com", "https://b.example.com")
     assert len(config.clerk_webhook_secrets) == 2
-    assert config.admin_api_keys == ("k1", "k2")
+    assert config.admin_api_keys == ("1" * 32, "2" * 40)
+    assert config.clerk_audience == ("https://api.example.com", "https://b.example.com")
 
 
 def test_from_env_stripe_webhook_secrets_and_subscription_guards():
@@ -215,11 +217,71 @@ def test_from_env_stripe_webhook_secrets_and_subscription_guards():
     assert config.stripe_webhook_secrets == ("whsec_new", "whsec_old")
 
 
-def test_dev_mode_only_in_development_without_clerk_keys():
+def test_dev_mode_only_in_development():
     assert Config.from_env({"GATEWAY_ENV": "development"}).dev_mode
     assert not Config.from_env(PRODUCTION).dev_mode
-    with_key = {"GATEWAY_ENV": "development", "CLERK_JWKS_URL": "https://x.example/jwks"}
-    assert not Config.from_env(with_key).dev_mode
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CLERK_PUBLISHABLE_KEY", publishable_key("clerk.example.com", "live")),
+        ("CLERK_PUBLISHABLE_KEY", publishable_key("clerk.example.com", "test")),
+        ("CLERK_JWKS_URL", "https://x.example/.well-known/jwks.json"),
+        ("CLERK_JWT_KEY", "-----BEGIN PUBLIC KEY-----\\nMIIB\\n-----END PUBLIC KEY-----"),
+        ("CLERK_SECRET_KEY", "sk_live_abcdef"),
+        ("CLERK_SECRET_KEY", "sk_test_abcdef"),
+        ("STRIPE_API_KEY", "sk_live_abcdef"),
+        ("STRIPE_API_KEY", "rk_live_abcdef"),
+    ],
+)
+def test_development_mode_with_production_secret_refuses_to_start(variable, value):
+    """CONTRACT 5: the dev issuer and its published webhook secret never run beside real keys."""
+    with pytest.raises(ConfigError) as excinfo:
+        Config.from_env({"GATEWAY_ENV": "development", variable: value})
+    assert excinfo.value.variable == variable
+    assert value not in str(excinfo.value)
+
+
+def test_development_mode_with_test_stripe_key_starts():
+    config = Config.from_env({"GATEWAY_ENV": "development", "STRIPE_API_KEY": "sk_test_abc"})
+    assert config.dev_mode
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ADMIN_API_KEYS", "short-admin-key"),
+        ("ADMIN_API_KEYS", f"{'a' * 32},{'b' * 31}"),
+        ("CLERK_JWKS_REFRESH_COOLDOWN_SECONDS", "0"),
+    ],
+)
+def test_production_refuses_weak_operator_settings(variable, value):
+    with pytest.raises(ConfigError) as excinfo:
+        Config.from_env(PRODUCTION | {variable: value})
+    assert excinfo.value.variable == variable
+    assert value not in str(excinfo.value)
+
+
+def test_development_mode_accepts_short_admin_key_and_zero_cooldown():
+    config = Config.from_env(
+        {
+            "GATEWAY_ENV": "development",
+            "ADMIN_API_KEYS": "local",
+            "CLERK_JWKS_REFRESH_COOLDOWN_SECONDS": "0",
+        }
+    )
+    assert config.admin_api_keys == ("local",)
+
+
+def test_clerk_disabled_in_production_warns_at_every_start(make_app, caplog):
+    for _ in range(2):
+        make_app(CLERK_ENABLED="false")
+    warnings = [r for r in caplog.records if "CLERK_ENABLED=false" in r.getMessage()]
+    assert len(warnings) == 2 and all(r.levelname == "WARNING" for r in warnings)
+    caplog.clear()
+    make_app()
+    assert not [r for r in caplog.records if "CLERK_ENABLED" in r.getMessage()]
 
 
 @pytest.mark.parametrize(

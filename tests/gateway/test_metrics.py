@@ -30,9 +30,12 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
+ADMIN_KEY = "metrics-test-admin-key-" + "x" * 16
+
+
 def test_metrics_counts_requests_token_failures_events_and_queue(make_app, clerk_keys, redis_url):
     app = make_app(
-        CLERK_JWT_KEY=clerk_keys.primary.public_pem, CLERK_ISSUER=ISSUER, ADMIN_API_KEYS="k1"
+        CLERK_JWT_KEY=clerk_keys.primary.public_pem, CLERK_ISSUER=ISSUER, ADMIN_API_KEYS=ADMIN_KEY
     )
     client = app.test_client()
     with app.app_context():
@@ -48,7 +51,8 @@ def test_metrics_counts_requests_token_failures_events_and_queue(make_app, clerk
     client.open("/healthz", method="MAKECOFFEE")
     client.get("/api/v1/auth/me", headers={"Authorization": "Bearer not-a-jwt"})
     client.get(
-        "/webhooks/clerk/users/email/ada@example.com", headers={"Authorization": "Bearer k1"}
+        "/webhooks/clerk/users/email/ada@example.com",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
     )
 
     response = client.get("/metrics")

@@ -6,7 +6,7 @@ from gateway.errors import Problem
 
 
 def test_openapi_lists_every_route_and_problem_code(make_app):
-    app = make_app(ADMIN_API_KEYS="k1")
+    app = make_app(ADMIN_API_KEYS="openapi-test-admin-key-" + "x" * 16)
 
     response = app.test_client().get("/openapi.json")
 

@@ -6,6 +6,7 @@ import jwt
 import pytest
 
 from gateway.auth.dev import KEY_FILE
+from gateway.config import ConfigError
 from tests.support.clerk import PUBLISHABLE_KEY
 
 
@@ -58,21 +59,31 @@ def test_dev_key_created_once_and_reused(make_app, tmp_path):
     assert (tmp_path / KEY_FILE).read_bytes() == pem
 
 
-@pytest.mark.parametrize(
-    "env",
-    [
-        {},  # production
-        {"GATEWAY_ENV": "development", "CLERK_PUBLISHABLE_KEY": PUBLISHABLE_KEY},
-        {"GATEWAY_ENV": "development", "CLERK_JWKS_URL": "https://x.example/.well-known/jwks.json"},
-    ],
-    ids=["production", "publishable_key", "jwks_url"],
-)
-def test_dev_token_refused_outside_dev_mode(make_app, tmp_path, env):
-    app = make_app(GATEWAY_INSTANCE_PATH=str(tmp_path), **env)
+def test_dev_token_refused_outside_dev_mode(make_app, tmp_path):
+    app = make_app(GATEWAY_INSTANCE_PATH=str(tmp_path))  # production
     result = _mint(app, "--user", "user_1")
     assert result.exit_code != 0
     assert "development mode is off" in result.output
     assert app.test_client().get("/dev/.well-known/jwks.json").status_code == 404
+    assert not (tmp_path / KEY_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CLERK_PUBLISHABLE_KEY": PUBLISHABLE_KEY},
+        {"CLERK_JWKS_URL": "https://x.example/.well-known/jwks.json"},
+        {"CLERK_SECRET_KEY": "sk_live_" + "x" * 20},
+        {"STRIPE_API_KEY": "rk_live_" + "x" * 20},
+    ],
+    ids=["publishable_key", "jwks_url", "clerk_secret_key", "stripe_live_key"],
+)
+def test_dev_mode_beside_production_secret_never_starts(make_app, tmp_path, env):
+    """The finding: with sk_live_ set, the dev issuer served its JWKS and dev-signed webhooks
+    were accepted. Now the app is not built at all, so neither route exists."""
+    with pytest.raises(ConfigError) as excinfo:
+        make_app(GATEWAY_ENV="development", GATEWAY_INSTANCE_PATH=str(tmp_path), **env)
+    assert excinfo.value.variable == next(iter(env))
     assert not (tmp_path / KEY_FILE).exists()
 
 

@@ -138,6 +138,15 @@ CASES: list[tuple[str, Callable[[ClerkKeys, str], str], int, str]] = [
     ("unencoded_payload_b64_false", _raw(RS_HEADER | {"crit": ["b64"], "b64": False}, session_claims()), 401, "token_invalid"),
     ("signature_bad_base64url_length", lambda k, h: mint_token(k.primary) + "AAA", 401, "token_invalid"),
     ("signature_one_bit_flipped", lambda k, h: _flip_last_signature_byte(mint_token(k.primary)), 401, "token_invalid_signature"),
+    # Only session tokens are sessions (CONTRACT 4.1): same instance key, other kinds of token.
+    ("missing_sid", lambda k, h: mint_token(k.primary, sid=None), 401, "token_invalid"),
+    ("non_string_sid", lambda k, h: mint_token(k.primary, sid=12), 401, "token_invalid"),
+    ("oauth_access_token", lambda k, h: mint_token(k.primary, headers={"typ": "at+jwt"}), 401, "token_type_mismatch"),
+    ("oauth_access_token_media_type", lambda k, h: mint_token(k.primary, headers={"typ": "application/at+jwt"}), 401, "token_type_mismatch"),
+    ("oauth_access_token_no_sid", lambda k, h: mint_token(k.primary, headers={"typ": "at+jwt"}, sid=None), 401, "token_type_mismatch"),
+    ("machine_token", lambda k, h: mint_token(k.primary, user_id="mch_2abc", sid=None), 401, "token_type_mismatch"),
+    ("machine_token_with_sid", lambda k, h: mint_token(k.primary, user_id="mch_2abc"), 401, "token_type_mismatch"),
+    ("aud_ignored_without_clerk_audience", lambda k, h: mint_token(k.primary, aud="https://other.example"), 200, "ok"),
 ]  # fmt: skip
 
 
@@ -310,3 +319,38 @@ def test_session_verifier_cache_hit_skips_key_lookup_and_signature(clerk_keys):
         verifier.verify(mint_token(clerk_keys.primary, exp=int(time.time()) - 60))
     assert raised.value.code == "token_expired"
     assert len(verifier.cache) == 1  # failures are never cached
+
+
+@pytest.mark.parametrize(
+    ("aud", "status", "code"),
+    [
+        ("https://api.example.com", 200, "ok"),
+        (["https://x.example", "https://api.example.com"], 200, "ok"),
+        ("https://other.example", 401, "token_invalid_audience"),
+        (["https://other.example"], 401, "token_invalid_audience"),
+        ([], 401, "token_invalid_audience"),
+        (None, 401, "token_invalid_audience"),
+        (7, 401, "token_invalid_audience"),
+    ],
+    ids=[
+        "listed",
+        "list_with_listed",
+        "unlisted",
+        "list_unlisted",
+        "empty_list",
+        "absent",
+        "number",
+    ],
+)
+def test_hook_clerk_audience_set_requires_listed_aud(
+    make_app, clerk_env, clerk_keys, aud, status, code
+):
+    app = make_app(**clerk_env, CLERK_AUDIENCE="https://api.example.com, https://b.example.com")
+    token = mint_token(clerk_keys.primary, aud=aud)
+    response = app.test_client().get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == status, response.get_data(as_text=True)
+    if status == 401:
+        assert response.get_json(force=True)["code"] == code
+        assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'

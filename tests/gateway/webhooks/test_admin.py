@@ -17,8 +17,8 @@ from gateway.webhooks.service import record_webhook_event
 from tests.support.processes import free_port
 from tests.support.svix import SECRET, clerk_event, encode, new_msg_id, new_user_id
 
-KEYS = "first-admin-key,second-admin-key"
-AUTH = {"Authorization": "Bearer second-admin-key"}
+KEYS = "first-admin-key-0123456789abcdefgh,second-admin-key-0123456789abcdefgh"
+AUTH = {"Authorization": "Bearer second-admin-key-0123456789abcdefgh"}
 ROUTES = [
     ("GET", "/webhooks/clerk/users/user_1"),
     ("GET", "/webhooks/clerk/users/email/a@example.com"),
@@ -60,7 +60,14 @@ def test_admin_route_without_configured_keys_is_404(make_app, method, path):
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 @pytest.mark.parametrize(
-    "header", [None, "Bearer wrong", "Bearer first-admin-ke", "Basic second-admin-key", "Bearer "]
+    "header",
+    [
+        None,
+        "Bearer wrong",
+        "Bearer first-admin-key-0123456789abcdefg",
+        "Basic second-admin-key-0123456789abcdefgh",
+        "Bearer ",
+    ],
 )
 def test_admin_route_wrong_or_missing_key_is_401(client, method, path, header):
     headers = {"Authorization": header} if header else {}
