@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from gateway.errors import BadRequest, register_error_handlers
 from gateway.extensions import db, migrate
 from gateway.jobs import celery_init_app
 from gateway.logs import configure_logging, log_access, new_request_id, request_id_var
+from gateway.strict_json import STRICT
 
 log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -64,13 +66,16 @@ def create_app(config: Config | None = None) -> Flask:
 
 
 class RequestJSONProvider(DefaultJSONProvider):
-    """Flask's JSON, with a body nested past the recursion limit read as invalid JSON.
+    """Flask's JSON, reading only what is JSON: every route's body parser answers its own 400.
 
-    json.loads raises RecursionError there, which request.get_json does not catch: without this,
-    `[[[[...` posted to any JSON route is a 500 instead of the route's own 400.
+    - nested past the recursion limit: json.loads raises RecursionError, which request.get_json
+      does not catch (`[[[[...` would be a 500);
+    - NaN, Infinity and literals that overflow to infinity (1e999): Python reads them, but they
+      are not JSON (RFC 8259); forwarded to a guard, its strict parser answers 5xx (CONTRACT 3).
     """
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        kwargs = STRICT | kwargs
         try:
             return super().loads(s, **kwargs)
         except RecursionError:
@@ -127,9 +132,15 @@ def register_request_hooks(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
-        incoming = req.headers.get("X-Request-ID")
-        request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
         ctx_globals = g._get_current_object()  # type: ignore[attr-defined]
+        # Always our own: the request id goes into audit rows and to guards, where a value the
+        # client chose could collide with or impersonate another request. The client's id is
+        # kept only as a correlation id in the access log.
+        request_id = new_request_id()
+        incoming = req.headers.get("X-Request-ID")
+        ctx_globals.correlation_id = (
+            incoming if incoming and _REQUEST_ID_RE.match(incoming) else None
+        )
         ctx_globals.request_id = request_id
         ctx_globals.request_started = time.perf_counter()
         request_id_var.set(request_id)
@@ -152,6 +163,7 @@ def register_request_hooks(app: Flask) -> None:
             response.status_code,
             round((time.perf_counter() - started) * 1000, 2) if started else None,
             request_id,
+            ctx_globals.get("correlation_id"),
         )
         return response
 

@@ -18,6 +18,11 @@ ACCESS_LOGGER = "gateway.access"
 access_log = logging.getLogger(ACCESS_LOGGER)
 # Methods logged as sent; anything else is client text like a path, and scrubbed like one.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# `correlation_id`: the client's own X-Request-ID, when it sent a well-formed one.
+_EXTRA_KEYS = (
+    "event_id", "event_ids", "task_id", "status", "method", "path", "correlation_id",
+    "duration_ms", "code",
+)  # fmt: skip
 
 # Order matters: the JWT pattern runs before the generic bearer rule so a token is named as such.
 _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -70,7 +75,12 @@ new_request_id = _RequestIds().new
 
 
 def log_access(
-    method: str, path: str, status: int, duration_ms: float | None, request_id: str | None
+    method: str,
+    path: str,
+    status: int,
+    duration_ms: float | None,
+    request_id: str | None,
+    correlation_id: str | None = None,
 ) -> None:
     """The access line of one request, built cheaply: it runs on every request.
 
@@ -85,8 +95,10 @@ def log_access(
         path = scrub(path)
     if method not in HTTP_METHODS:
         method = scrub(method)
+    # correlation_id: the client's own X-Request-ID, validated like ours (app.py), never scrubbed.
     fields = {"method": method, "path": path, "status": status, "duration_ms": duration_ms,
-              "request_id": request_id, "access": True}  # fmt: skip
+              "request_id": request_id, "correlation_id": correlation_id,
+              "access": True}  # fmt: skip
     # makeRecord + handle: what Logger.info does, minus the caller lookup (findCaller walks the
     # stack for a file and line the JSON line never shows).
     record = access_log.makeRecord(
@@ -135,9 +147,7 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
-        for key in (
-            "event_id", "event_ids", "task_id", "status", "method", "path", "duration_ms", "code",
-        ):  # fmt: skip
+        for key in _EXTRA_KEYS:
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
@@ -154,6 +164,11 @@ class JsonFormatter(logging.Formatter):
             f'{{"ts": "{_clock.iso(record.created)}", "level": "{record.levelname.lower()}", '
             f'"logger": "{record.name}", "msg": {dumps(record.getMessage())}, '
             + (f'"request_id": {dumps(request_id)}, ' if request_id else "")
+            + (
+                f'"correlation_id": {dumps(record.correlation_id)}, '
+                if getattr(record, "correlation_id", None)
+                else ""
+            )
             + f'"status": {int(record.status)}, "method": {dumps(record.method)}, '
             f'"path": {dumps(record.path)}, "duration_ms": {_number(record.duration_ms)}}}'
         )

@@ -29,6 +29,8 @@ from gateway.errors import Problem
 # Clerk session tokens are about 1 KB; past 8 KB a token is abuse, and PyJWT's cost grows with size.
 MAX_TOKEN_LENGTH = 8192
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# Clerk ids (user_..., sess_...) are short printable ASCII; \Z, not $, which allows a final "\n".
+_CLERK_ID_RE = re.compile(r"^[\x21-\x7e]{1,64}\Z")
 # Any sane NumericDate (exp, iat, nbf) is well below the year 9999; 1e300 is not a date.
 _MAX_NUMERIC_DATE = 253402300799
 # RS256 is RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 3.3); both objects are stateless.
@@ -302,7 +304,7 @@ def check_session_kind(
     if str(payload.get("sub", "")).startswith(_MACHINE_SUBJECT_PREFIX):
         raise TokenTypeMismatch()
     sid = payload.get("sid")
-    if not isinstance(sid, str) or not sid:
+    if not isinstance(sid, str) or not _CLERK_ID_RE.match(sid):
         raise TokenInvalid("The session token has no session id (sid).")
     if settings.audiences:
         aud = payload.get("aud")
@@ -315,6 +317,9 @@ def _check_claims(payload: dict[str, Any], settings: VerifierSettings, now: floa
     sub = payload.get("sub")
     if not isinstance(sub, str) or not sub:
         raise TokenInvalid("The session token has no subject (sub).")
+    if not _CLERK_ID_RE.match(sub):
+        # sub is stored (users, guard_requests) and forwarded in headers: a Clerk id, no more.
+        raise TokenInvalid("The session token's subject (sub) is not a Clerk user id.")
     exp = _numeric_date(payload, "exp", required=True)
     iat = _numeric_date(payload, "iat", required=True)
     nbf = _numeric_date(payload, "nbf", required=False)

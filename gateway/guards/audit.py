@@ -16,8 +16,8 @@ from gateway.extensions import db
 from gateway.models import GuardRequest, User
 
 log = logging.getLogger(__name__)
-# guard_requests.service is String(64).
-SERVICE_COLUMN_LENGTH = 64
+# guard_requests.clerk_user_id, .service and .request_id are String(64).
+TEXT_COLUMN_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -120,49 +120,74 @@ class GuardAuditWriter:
                     self._queue.task_done()
 
     def _write_with_retry(self, batch: list[GuardRequestRecord]) -> None:
+        """The batch, retried once; if it still fails, row by row, so that one row the database
+        refuses costs that row alone, never other callers' rows of the same batch."""
         for attempt in (1, 2):
-            try:
-                with self._app.app_context():
-                    try:
-                        write_guard_requests(db.session, batch)
-                        db.session.commit()
-                    finally:
-                        db.session.remove()
+            if self._write(batch, attempt):
                 self.written += len(batch)
                 return
-            except Exception as exc:  # noqa: BLE001 - the writer thread must survive any fault
-                log.warning(
-                    "guard audit write failed (attempt %d, %d rows): %s",
-                    attempt,
-                    len(batch),
-                    type(exc).__name__,
-                )
-        with self._lock:
-            self.dropped += len(batch)
+        if len(batch) == 1:
+            with self._lock:
+                self.dropped += 1
+            return
+        for record in batch:
+            if self._write([record], attempt=3):
+                self.written += 1
+            else:
+                with self._lock:
+                    self.dropped += 1
+
+    def _write(self, records: list[GuardRequestRecord], attempt: int) -> bool:
+        try:
+            with self._app.app_context():
+                try:
+                    write_guard_requests(db.session, records)
+                    db.session.commit()
+                finally:
+                    db.session.remove()
+            return True
+        except Exception as exc:  # noqa: BLE001 - the writer thread must survive any fault
+            log.warning(
+                "guard audit write failed (attempt %d, %d rows): %s",
+                attempt,
+                len(records),
+                type(exc).__name__,
+            )
+            return False
 
 
 def write_guard_requests(session: Any, records: list[GuardRequestRecord]) -> None:
     """Insert the rows, linking each to the local user when one exists (one lookup per batch)."""
-    clerk_ids = {r.clerk_user_id for r in records if r.clerk_user_id}
+    rows = [_storable_row(record) for record in records]
+    clerk_ids = {row["clerk_user_id"] for row in rows if row["clerk_user_id"]}
     user_ids: dict[str, int] = {}
     if clerk_ids:
-        rows = session.execute(
+        found = session.execute(
             select(User.clerk_user_id, User.id).where(User.clerk_user_id.in_(clerk_ids))
         )
-        user_ids = {clerk_id: user_id for clerk_id, user_id in rows}
+        user_ids = {clerk_id: user_id for clerk_id, user_id in found}
     session.execute(
         insert(GuardRequest),
-        [
-            asdict(record)
-            | {"service": _storable(record.service)}
-            | {"user_id": user_ids.get(record.clerk_user_id or "")}
-            for record in records
-        ],
+        [row | {"user_id": user_ids.get(row["clerk_user_id"] or "")} for row in rows],
     )
 
 
-def _storable(text: str) -> str:
-    # An unknown service name is the client's and may be anything: PostgreSQL text cannot hold NUL
-    # and the column is String(64); one row that does not fit would fail the whole batch, other
-    # callers' rows included.
-    return text[:SERVICE_COLUMN_LENGTH].replace("\x00", "\ufffd")
+def _storable_row(record: GuardRequestRecord) -> dict[str, Any]:
+    return asdict(record) | {
+        name: storable_text(getattr(record, name), TEXT_COLUMN_LENGTH)
+        for name in ("clerk_user_id", "service", "request_id")
+    }
+
+
+def storable_text(text: str | None, limit: int) -> str | None:
+    """Any string a client sent, in a form PostgreSQL stores: the service name of an unknown
+    guard is the client's and may be anything. Text cannot hold NUL, and a lone surrogate
+    (valid in a JSON string, "\\ud800") cannot be encoded: both become U+FFFD; the column is
+    String(limit)."""
+    if text is None:
+        return None
+    text = text[:limit]
+    if text.isascii():
+        return text.replace("\x00", "\ufffd")
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text[:limit].replace("\x00", "\ufffd")

@@ -36,6 +36,7 @@ class CircuitBreaker:
         self._clock = clock
         self._lock = threading.Lock()
         self._consecutive_failures = 0
+        self._failing_callers: set[str] = set()
         self._opened_at: float | None = None
         self._trial_in_flight = False
 
@@ -66,14 +67,28 @@ class CircuitBreaker:
             self._trial_in_flight = True
             return Permit(trial=True)
 
-    def record(self, permit: Permit, success: bool) -> None:
+    def record(self, permit: Permit, success: bool, caller: str | None = None) -> None:
+        """`caller`: whose input the failure may be blamed on (None: the upstream's own fault).
+
+        A guard answering 5xx or timing out on one request may be reacting to that request's
+        payload, which its caller controls: in a run of failures each caller counts once, so no
+        single caller can open the circuit that every user shares (CONTRACT 4.3). Failures that
+        no input can cause (cannot connect) count every time.
+        """
         with self._lock:
             if permit.trial:
                 self._trial_in_flight = False
             if success:
                 self._consecutive_failures = 0
+                self._failing_callers.clear()
                 self._opened_at = None
                 return
+            # Once open (it took several callers, or the upstream's own fault), any failure
+            # counts: a failed trial reopens whoever sent it.
+            if caller is not None and self._opened_at is None:
+                if caller in self._failing_callers:
+                    return
+                self._failing_callers.add(caller)
             self._consecutive_failures += 1
             # A failed trial reopens at once; in the closed state only a run of failures opens it.
             if self._opened_at is not None or self._consecutive_failures >= self._threshold:

@@ -28,6 +28,7 @@ from gateway.guards.problems import (
     GuardUpstreamError,
 )
 from gateway.guards.registry import GuardRegistry, GuardService
+from gateway.strict_json import STRICT
 
 # A guard answers a verdict, not a file; past this the answer is treated as a fault, not buffered.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -124,14 +125,18 @@ class GuardClient:
             return GuardOutcome(name, None, None, 0.0, refused)
         started = time.perf_counter()
         healthy = False
+        problem: Problem | None = None
         try:
             status, data, problem, healthy = self._send(
                 service, payload, build_headers(token, session, request_id, subscription_status)
             )
         finally:
             # Always recorded, even if something unexpected escapes: a half-open circuit whose trial
-            # never reports would refuse every call forever.
-            breaker.record(permit, healthy)
+            # never reports would refuse every call forever. A guard that could not be reached
+            # never saw the input; any other failure may be the caller's doing (circuit.py).
+            unreached = isinstance(problem, GuardUnavailable)
+            caller = session.user_id if session is not None and not unreached else None
+            breaker.record(permit, healthy, caller=caller)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         return GuardOutcome(name, status, data, latency_ms, problem)
 
@@ -139,7 +144,8 @@ class GuardClient:
         self, service: GuardService, payload: Any, headers: dict[str, str]
     ) -> tuple[int | None, Any, Problem | None, bool]:
         """(status, data, problem, upstream healthy?) for one call."""
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        # allow_nan=False: NaN/Infinity are not JSON (request bodies never carry them, app.py).
+        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         try:
             response = self._pools.urlopen(
                 "POST",
@@ -172,7 +178,8 @@ class GuardClient:
         if not raw.strip():
             return status, None, None, True
         try:
-            data = json.loads(raw)
+            # A guard's NaN would reach our client as NaN, which is not JSON either.
+            data = json.loads(raw, **STRICT)
         except ValueError:
             return status, None, GuardUpstreamError("The guard did not answer JSON."), True
         return status, data, None, True

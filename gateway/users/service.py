@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -28,6 +28,22 @@ class EmailRequired(Problem):
 class UserNotFound(Problem):
     status, code, title = 404, "user_not_found", "User not found"
     default_detail = "No user with that identity exists here."
+
+
+class UserDataInvalid(Problem, ValueError):
+    """A Clerk user whose data the users table cannot hold (a ValueError too: for the webhook
+    worker it is an unusable payload, an `invalid` event; for login a 422)."""
+
+    status, code, title = 422, "user_data_invalid", "User data not storable"
+    default_detail = (
+        "The Clerk user's data does not fit this gateway (a field too long, or text with NUL "
+        "or unpaired surrogates)."
+    )
+
+
+_Text = TypeVar("_Text", bound=str | None)
+# The column sizes of users (models/user.py).
+ID_LENGTH, EMAIL_LENGTH, NAME_LENGTH = 64, 320, 255
 
 
 class UserDeactivated(Problem):
@@ -59,15 +75,15 @@ class ClerkUser:
             raise ValueError("user object without an id")
         email, verified = _primary_email(data)
         return cls(
-            id=user_id,
-            primary_email=email,
+            id=storable("id", user_id, ID_LENGTH),
+            primary_email=storable("email", email, EMAIL_LENGTH),
             primary_email_verified=verified,
-            first_name=_str_or_none(data.get("first_name")),
-            last_name=_str_or_none(data.get("last_name")),
-            image_url=_str_or_none(data.get("image_url")),
-            public_metadata=_dict(data.get("public_metadata")),
-            private_metadata=_dict(data.get("private_metadata")),
-            unsafe_metadata=_dict(data.get("unsafe_metadata")),
+            first_name=storable("first_name", _str_or_none(data.get("first_name")), NAME_LENGTH),
+            last_name=storable("last_name", _str_or_none(data.get("last_name")), NAME_LENGTH),
+            image_url=storable("image_url", _str_or_none(data.get("image_url"))),
+            public_metadata=_metadata("public_metadata", data),
+            private_metadata=_metadata("private_metadata", data),
+            unsafe_metadata=_metadata("unsafe_metadata", data),
             created_at_ms=_ms(data.get("created_at")),
             updated_at_ms=_ms(data.get("updated_at")),
         )
@@ -218,11 +234,12 @@ def upsert_clerk_user(
 def create_user_from_claims(session: Session, claims: dict[str, Any]) -> UpsertResult:
     """First login without a Backend API key: the session claims are all we know."""
     email = claims.get("email")
+    email = email.strip().lower() if isinstance(email, str) and email.strip() else None
     user = User(
-        clerk_user_id=claims["sub"],
-        email=email.strip().lower() if isinstance(email, str) and email.strip() else None,
-        first_name=_str_or_none(claims.get("first_name")),
-        last_name=_str_or_none(claims.get("last_name")),
+        clerk_user_id=storable("sub", claims["sub"], ID_LENGTH),
+        email=storable("email", email, EMAIL_LENGTH),
+        first_name=storable("first_name", _str_or_none(claims.get("first_name")), NAME_LENGTH),
+        last_name=storable("last_name", _str_or_none(claims.get("last_name")), NAME_LENGTH),
         is_active=True,
     )
     session.add(user)
@@ -300,6 +317,50 @@ def _primary_email(data: dict[str, Any]) -> tuple[str | None, bool]:
             verified = isinstance(verification, dict) and verification.get("status") == "verified"
             return address.strip().lower(), verified
     return None, False
+
+
+def storable(name: str, value: _Text, limit: int | None = None) -> _Text:
+    """`value` if the users table can hold it, else UserDataInvalid naming the field.
+
+    Refused rather than cut: a truncated email or id would be another person's.
+    """
+    if value is None:
+        return None
+    if (limit is not None and len(value) > limit) or not _storable_text(value):
+        raise UserDataInvalid(
+            f"The Clerk user's {name} is too long or not storable text; fix it in Clerk."
+        )
+    return value
+
+
+def _storable_text(text: str) -> bool:
+    # PostgreSQL text holds no NUL; an unpaired surrogate (JSON's "\\ud800") has no UTF-8 form.
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _metadata(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    value = _dict(data.get(name))
+    if value and not _storable_json(value):
+        raise UserDataInvalid(f"The Clerk user's {name} holds text that cannot be stored.")
+    return value
+
+
+def _storable_json(value: Any) -> bool:
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, dict):
+        return all(_storable_text(k) and _storable_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable_json(item) for item in value)
+    return True
 
 
 def _str_or_none(value: Any) -> str | None:

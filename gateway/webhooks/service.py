@@ -19,6 +19,7 @@ from gateway.errors import Problem
 from gateway.jobs import CLAIM_LEASE_SECONDS
 from gateway.models import EventSource, EventStatus, WebhookEvent
 from gateway.models.base import utcnow
+from gateway.strict_json import STRICT
 from gateway.webhooks.handlers import HANDLERS, STRIPE_HANDLERS
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def parse_event(body: bytes) -> ParsedEvent:
     """Classify a verified body: handled (received), unknown type (ignored), unusable (invalid)."""
     body_text = body.decode("utf-8")  # verification already proved it is UTF-8
     try:
-        payload = json.loads(body_text, parse_constant=_reject_constant)
+        payload = json.loads(body_text, **STRICT)
     except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
         return _invalid(body_text, "not_json")
     if not isinstance(payload, dict):
@@ -336,10 +337,6 @@ def _invalid(text: str, reason: str) -> ParsedEvent:
     return ParsedEvent(
         status=EventStatus.INVALID, raw_body=text.replace("\x00", "\ufffd"), last_error=reason
     )
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _bigint(value: Any) -> int | None:

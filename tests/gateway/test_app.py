@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -44,16 +45,23 @@ def test_unexpected_exception_is_500_problem_without_stack(app, caplog):
     assert response.mimetype == PROBLEM_CONTENT_TYPE
     body = response.get_json(force=True)
     assert body["code"] == "internal_error"
-    assert body["request_id"] == "req-123"
+    assert body["request_id"] == response.headers["X-Request-ID"] != "req-123"
     text = response.get_data(as_text=True)
     assert "secret-detail" not in text and "Traceback" not in text
 
 
-def test_request_id_echoed_or_generated(client):
-    given = client.get("/healthz", headers={"X-Request-ID": "abc-1"})
-    assert given.headers["X-Request-ID"] == "abc-1"
-    generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
-    assert len(generated.headers["X-Request-ID"]) == 32
+def test_request_id_is_the_gateways_client_value_only_a_logged_correlation_id(client, caplog):
+    """A client-chosen X-Request-ID never becomes the request id (audit rows, guards, logs)."""
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        given = client.get("/healthz", headers={"X-Request-ID": "abc-1"})
+        spaces = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    ids = [given.headers["X-Request-ID"], spaces.headers["X-Request-ID"]]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", value) for value in ids) and ids[0] != ids[1]
+    entries = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
+    assert [(e["request_id"], e.get("correlation_id")) for e in entries] == [
+        (ids[0], "abc-1"),
+        (ids[1], None),
+    ]
 
 
 def test_healthz_ok(client):
@@ -137,7 +145,8 @@ def test_logs_are_json_lines_with_request_id_and_no_secrets(client, caplog):
     lines = [formatter.format(record) for record in caplog.records]
     entries = [json.loads(line) for line in lines]
     access = [e for e in entries if e["logger"] == "gateway.access"]
-    assert access and access[-1]["request_id"] == "rid-42"
+    assert access and access[-1]["correlation_id"] == "rid-42"
+    assert re.fullmatch(r"[0-9a-f]{32}", access[-1]["request_id"])
     assert access[-1]["status"] == 404
     text = "\n".join(lines)
     assert "alice@example.com" not in text
@@ -161,7 +170,7 @@ def test_problem_body_has_every_rfc9457_member(client):
     assert {"type", "title", "status", "detail", "code"} <= set(body)
     assert body["type"].endswith("/" + body["code"])
     assert body["title"] == "Not found" and body["detail"]
-    assert body["request_id"] == "rid-shape"
+    assert body["request_id"] == response.headers["X-Request-ID"] != "rid-shape"
 
 
 def test_unmapped_werkzeug_error_keeps_its_status_as_problem_json(app):
@@ -184,5 +193,5 @@ def test_unmapped_werkzeug_error_keeps_its_status_as_problem_json(app):
     assert body["code"] == "unsupported_media_type"
     assert body["title"] == "Unsupported Media Type"
     assert body["type"].endswith("/unsupported_media_type")
-    assert body["request_id"] == "rid-415"
+    assert body["request_id"] == response.headers["X-Request-ID"] != "rid-415"
     assert "<html" not in response.get_data(as_text=True).lower()

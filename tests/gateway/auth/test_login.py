@@ -250,3 +250,46 @@ def test_login_user_id_stays_one_path_segment(clerk_app, clerk_keys, clerk_backe
     assert [r.environ["REQUEST_URI"] for r in clerk_backend.user_requests] == [
         "/v1/users/..%2Fjwks"
     ]
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"first_name": "F" * 300},
+        {"last_name": "L" * 256},
+        {"email": "e" * 320 + "@example.com"},
+        {"first_name": "nul\x00"},
+        {"first_name": "lone \ud800"},
+    ],
+    ids=["first_name_300", "last_name_256", "email_333", "nul", "lone_surrogate"],
+)
+def test_login_from_claims_with_unstorable_field_is_422_never_500(
+    make_app, clerk_env, clerk_keys, claims
+):
+    env = {k: v for k, v in clerk_env.items() if k != "CLERK_SECRET_KEY"}
+    app = make_app(**env)
+    response = _login(app, mint_token(clerk_keys.primary, user_id="user_long", **claims))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json(force=True)["code"] == "user_data_invalid"
+    assert _users(app) == []
+
+
+def test_login_backend_api_user_with_unstorable_field_is_422_never_500(
+    clerk_app, clerk_keys, clerk_backend
+):
+    clerk_backend.add_user("user_long", "long@example.com", first_name="F" * 300)
+    response = _login(clerk_app, mint_token(clerk_keys.primary, user_id="user_long"))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json(force=True)["code"] == "user_data_invalid"
+    assert _users(clerk_app) == []
+
+
+@pytest.mark.parametrize(
+    "sub", ["user_" + "x" * 60, "user_\u00e9", "user_\ud800", "user 1", "user_\x00"]
+)
+def test_login_subject_that_is_no_clerk_id_is_token_invalid(clerk_app, clerk_keys, sub):
+    """sub goes into users, guard_requests and upstream headers: printable ASCII, at most 64."""
+    response = _login(clerk_app, mint_token(clerk_keys.primary, user_id=sub))
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.get_json(force=True)["code"] == "token_invalid"
+    assert _users(clerk_app) == []

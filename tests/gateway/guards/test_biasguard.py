@@ -74,13 +74,14 @@ def test_login_biasguard_allows_returns_verdict_and_audits(
     context = hit.json()
     assert context["clerk_user_id"] == "user_ann"
     assert context["email"] == "ann@example.com"
-    assert context["request_id"] == "req-login-1"
+    # The gateway's request id, never the client's X-Request-ID.
+    assert context["request_id"] == response.headers["X-Request-ID"] != "req-login-1"
     assert token not in hit.body.decode()
     (row,) = audit_rows(app)
     assert row.decision == "allowed"
     assert row.user_id == user_id_of(app, "user_ann") is not None
     assert row.clerk_user_id == "user_ann"
-    assert row.request_id == "req-login-1"
+    assert row.request_id == context["request_id"]
     assert row.details == {"status_code": 200, "response": {"allowed": True, "reason": "fine"}}
     assert row.latency_ms is not None and row.latency_ms > 0
     assert row.error is None

@@ -85,6 +85,20 @@ def test_circuit_breaker_failed_trial_reopens_for_a_full_period() -> None:
     assert breaker.acquire() is not None
 
 
+def test_circuit_breaker_one_callers_failures_count_once_unreachable_counts_each() -> None:
+    breaker = CircuitBreaker(failures=3, reset_seconds=30, clock=Clock())
+    for _ in range(10):
+        permit = breaker.acquire()
+        assert permit is not None
+        breaker.record(permit, success=False, caller="user_mallory")
+    assert breaker.state == CLOSED
+    for caller in ("user_b", None):  # None: the guard could not be reached, no input to blame
+        permit = breaker.acquire()
+        assert permit is not None
+        breaker.record(permit, success=False, caller=caller)
+    assert breaker.state == OPEN
+
+
 def test_circuit_breaker_late_result_of_an_old_call_does_not_free_the_trial_slot() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failures=1, reset_seconds=30, clock=clock)
@@ -127,7 +141,10 @@ def test_process_consecutive_upstream_failures_open_circuit_and_stop_calls(
     client, token = app.test_client(), mint("user_a")
     upstream.failing = True
 
-    responses = [process(client, token, {"service": "flaky", "payload": {}}) for _ in range(8)]
+    # Distinct users: one caller's failures count once (test_hostile_input.py).
+    responses = [
+        process(client, mint(f"user_{n}"), {"service": "flaky", "payload": {}}) for n in range(8)
+    ]
 
     codes = [response.get_json()["code"] for response in responses]
     assert codes == ["guard_upstream_error"] * 3 + ["guard_unavailable"] * 5
@@ -145,9 +162,12 @@ def test_process_timeouts_and_connect_errors_count_against_the_circuit(
     client, token = app.test_client(), mint("user_a")
 
     for service, code in (("down", "guard_unavailable"), ("slow", "guard_timeout")):
+        # A timeout may be the caller's input: distinct users (test_hostile_input.py).
         codes = [
-            process(client, token, {"service": service, "payload": {}}).get_json()["code"]
-            for _ in range(3)
+            process(client, mint(f"user_{n}"), {"service": service, "payload": {}}).get_json()[
+                "code"
+            ]
+            for n in range(3)
         ]
         assert codes[:2] == [code, code]
         assert codes[2] == "guard_unavailable"
@@ -164,8 +184,8 @@ def test_process_half_open_sends_one_trial_and_its_success_closes_circuit(
     clock = with_clock(app)
     token = mint("user_a")
     upstream.failing = True
-    for _ in range(2):
-        process(app.test_client(), token, {"service": "flaky", "payload": {}})
+    for n in range(2):  # distinct users: one caller's failures count once
+        process(app.test_client(), mint(f"user_{n}"), {"service": "flaky", "payload": {}})
     assert circuit(app, token, "flaky") == "open"
     clock.now += 30
     assert circuit(app, token, "flaky") == "half_open"
@@ -200,8 +220,8 @@ def test_process_failed_half_open_trial_reopens_circuit(
     clock = with_clock(app)
     client, token = app.test_client(), mint("user_a")
     upstream.failing = True
-    for _ in range(2):
-        process(client, token, {"service": "flaky", "payload": {}})
+    for n in range(2):  # distinct users: one caller's failures count once
+        process(client, mint(f"user_{n}"), {"service": "flaky", "payload": {}})
     assert circuit(app, token, "flaky") == "open"
     clock.now += 30
     assert circuit(app, token, "flaky") == "half_open"

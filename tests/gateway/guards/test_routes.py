@@ -57,13 +57,18 @@ def test_process_echo_forwards_callers_token_user_and_request_id(
     body = response.get_json()
     assert body["service"] == "echo"
     assert body["status_code"] == 200
-    assert body["request_id"] == "req-echo-1"
+    # The gateway's own id, never the client's X-Request-ID (CONTRACT 4.3).
+    request_id = response.headers["X-Request-ID"]
+    assert body["request_id"] == request_id != "req-echo-1"
     assert isinstance(body["latency_ms"], float) and body["latency_ms"] > 0
     assert body["data"]["payload"] == {"text": "hello"}
     (hit,) = upstream.hits
     assert hit.headers["authorization"] == f"Bearer {token}"
     assert hit.headers["x-clerk-user-id"] == "user_alice"
-    assert hit.headers["x-request-id"] == "req-echo-1"
+    assert hit.headers["x-request-id"] == request_id
+    flush_audit(guard_app)
+    with guard_app.app_context():
+        assert db.session.scalars(select(GuardRequest.request_id)).all() == [request_id]
     assert hit.headers["content-type"] == "application/json"
     assert hit.headers["user-agent"] == USER_AGENT
 
@@ -302,26 +307,30 @@ def test_process_writes_guard_request_rows_linked_to_local_user(
         known_id = user.id
     client = guard_app.test_client()
 
-    process(client, mint("user_known"), {"service": "echo", "payload": {}}, {"X-Request-ID": "r1"})
-    process(
-        client, mint("user_stranger"), {"service": "teapot", "payload": {}}, {"X-Request-ID": "r2"}
-    )
-    process(client, mint("user_known"), {"service": "down", "payload": {}}, {"X-Request-ID": "r3"})
-    process(client, mint("user_known"), {"service": "nope", "payload": {}}, {"X-Request-ID": "r4"})
+    calls = [
+        ("user_known", "echo"),
+        ("user_stranger", "teapot"),
+        ("user_known", "down"),
+        ("user_known", "nope"),
+    ]
+    ids = {
+        process(client, mint(user), {"service": service, "payload": {}}).headers["X-Request-ID"]: n
+        for n, (user, service) in enumerate(calls, 1)
+    }
     flush_audit(guard_app)
 
     with guard_app.app_context():
-        rows = db.session.scalars(select(GuardRequest).order_by(GuardRequest.request_id)).all()
+        rows = sorted(db.session.scalars(select(GuardRequest)), key=lambda r: ids[r.request_id])
         got = [
             (r.request_id, r.user_id, r.clerk_user_id, r.service, r.status_code, r.outcome)
             for r in rows
         ]
         latencies = [r.latency_ms for r in rows]
-    assert got == [
-        ("r1", known_id, "user_known", "echo", 200, "ok"),
-        ("r2", None, "user_stranger", "teapot", 418, "ok"),
-        ("r3", known_id, "user_known", "down", None, "guard_unavailable"),
-        ("r4", known_id, "user_known", "nope", None, "guard_unknown"),
+    assert [(ids[request_id], *rest) for request_id, *rest in got] == [
+        (1, known_id, "user_known", "echo", 200, "ok"),
+        (2, None, "user_stranger", "teapot", 418, "ok"),
+        (3, known_id, "user_known", "down", None, "guard_unavailable"),
+        (4, known_id, "user_known", "nope", None, "guard_unknown"),
     ]
     assert latencies[0] > 0
 

@@ -61,6 +61,8 @@ class Upstream:
     /allow, /deny  200 {"allowed": true|false, "reason": ...}
     /odd           200 {"allowed": "maybe"}
     /big           200, a JSON string over 4 MiB
+    /strict        a strict JSON parser: 500 for what is not JSON (NaN, Infinity) or for a payload
+                   {"poison": true} (an input one caller controls that crashes the guard), else 200
     """
 
     def __init__(self) -> None:
@@ -118,10 +120,26 @@ class Upstream:
             self._send(handler, 200, {"allowed": False, "reason": "policy"})
         elif path == "/big":
             self._send_raw(handler, 200, b'"' + b"x" * (4 * 1024 * 1024 + 10) + b'"', "text/plain")
+        elif path == "/strict":
+            self._strict(handler, hit)
         elif path == "/odd":
             self._send(handler, 200, {"allowed": "maybe"})
         else:
             self._send(handler, 404, {"error": "no such path"})
+
+    def _strict(self, handler: _Handler, hit: Hit) -> None:
+        def not_json(name: str) -> Any:
+            raise ValueError(name)
+
+        try:
+            payload = json.loads(hit.body, parse_constant=not_json)
+        except ValueError:
+            self._send(handler, 500, {"error": "not JSON"})
+            return
+        if isinstance(payload, dict) and payload.get("poison"):
+            self._send(handler, 500, {"error": "crashed on this input"})
+            return
+        self._send(handler, 200, {"ok": True})
 
     def _send(self, handler: _Handler, status: int, body: Any) -> None:
         self._send_raw(handler, status, json.dumps(body).encode(), "application/json")

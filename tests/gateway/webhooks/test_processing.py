@@ -325,3 +325,24 @@ def test_stripe_follow_ups_by_outcome(make_config, result, deleted, expected):
 
     assert stripe_follow_ups(upsert, with_key, deleted) == (((expected, 7),) if expected else ())
     assert stripe_follow_ups(upsert, dataclasses.replace(with_key, stripe_api_key=None)) == ()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"first_name": "F" * 300}, {"last_name": "L" * 256}, {"image_url": "https://x/\U0001f600"}],
+    ids=["first_name_300", "last_name_256", "fine_non_ascii_url"],
+)
+def test_process_user_event_with_over_length_field_is_invalid_not_retried(app, data):
+    """Over-length fields are an `invalid` event, never a database error retried until failed.
+    (NUL and unpaired surrogates never get this far: the ledger stores such a body invalid.)"""
+    event_id = store(app, clerk_event("user.created", new_user_id(), "long@example.com", **data))
+    result, _ = run_drain(app)
+    with app.app_context():
+        users = db.session.scalars(select(User.clerk_user_id)).all()
+
+    if "image_url" in data:  # the control: long enough checks, nothing refused that fits
+        assert result.statuses == {"processed": 1} and len(users) == 1
+        return
+    assert result.statuses == {"invalid": 1} and users == []
+    event = row(app, event_id)
+    assert (event.status, event.last_error, event.attempts) == ("invalid", "not_a_user", 1)
