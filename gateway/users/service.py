@@ -325,7 +325,7 @@ def storable(name: str, value: _Text, limit: int | None = None) -> _Text:
     Refused rather than cut: a truncated email or id would be another person's.
     """
     if value is None:
-        return None
+        return value
     if (limit is not None and len(value) > limit) or not _storable_text(value):
         raise UserDataInvalid(
             f"The Clerk user's {name} is too long or not storable text; fix it in Clerk."
