@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from time import perf_counter
 from typing import Any
@@ -37,7 +36,7 @@ from gateway.auth.public import public
 from gateway.auth.tokens import JwkRemoteFailedToLoad, TokenProblem
 from gateway.errors import Problem
 from gateway.extensions import db
-from gateway.health import broker_connection
+from gateway.health import broker_connection, cached_check
 from gateway.models import EventStatus, WebhookEvent
 from gateway.models.base import utcnow
 
@@ -47,8 +46,6 @@ QUEUE = "gateway"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A gateway answers in milliseconds; guard calls and logins wait on upstreams for up to seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# Scrape-time reads run here, bounded like the readiness checks: a hung broker costs a thread.
-_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="metrics")
 
 
 class MetricsTokenInvalid(Problem):
@@ -144,8 +141,9 @@ class ScrapeTimeCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         timeout = self._app.config["GATEWAY"].readiness_timeout_seconds
-        ledger = _executor.submit(ledger_state, self._app)
-        depth = _executor.submit(queue_depth, self._app)
+        # Shared with concurrent scrapes, one run at a time, like the readiness checks.
+        ledger = cached_check(self._app, "ledger_state", ledger_state).future()
+        depth = cached_check(self._app, "queue_depth", queue_depth).future()
         events = GaugeMetricFamily(
             "gateway_webhook_events", "Webhook events in the ledger by status.", labels=["status"]
         )
