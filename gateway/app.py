@@ -42,6 +42,11 @@ def create_app(config: Config | None = None) -> Flask:
     # No static folder: the gateway serves JSON only, and an unused route is one more to document.
     app = Flask(__name__, instance_path=config.instance_path, static_folder=None)
     app.json = RequestJSONProvider(app)
+    # No slash redirects: werkzeug builds their Location from the request's Host (a forged Host
+    # is reflected) and answers them as HTML, outside our error handlers. /api//v1/guards and
+    # /healthz/ are plain 404 problems instead (CONTRACT 3). Set before any rule is added.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.config.update(
         GATEWAY=config,
         SQLALCHEMY_DATABASE_URI=config.database_url,
@@ -83,8 +88,11 @@ class RequestJSONProvider(DefaultJSONProvider):
 
 
 def engine_options(config: Config) -> dict[str, Any]:
+    # hide_parameters: a database error's message must not carry row values (names, emails,
+    # metadata) into the logs (CONTRACT 6).
     if config.is_postgres:
         return {
+            "hide_parameters": True,
             # Not pool_pre_ping: see ping_idle_connections.
             # Sized for Heroku's smallest plans: see Config.database_pool_size.
             "pool_size": config.database_pool_size,
@@ -94,7 +102,7 @@ def engine_options(config: Config) -> dict[str, Any]:
             "connect_args": {"connect_timeout": 3, "options": "-c statement_timeout=15000"},
         }
     # SQLite (embedded default): several processes share one file; wait for locks briefly.
-    return {"connect_args": {"timeout": 15}}
+    return {"hide_parameters": True, "connect_args": {"timeout": 15}}
 
 
 # A pooled connection used this recently is alive as far as a ping could tell.
@@ -159,7 +167,7 @@ def register_request_hooks(app: Flask) -> None:
         started = ctx_globals.get("request_started")
         log_access(
             req.method,
-            redact_path(req.path),
+            redact_path(req),
             response.status_code,
             round((time.perf_counter() - started) * 1000, 2) if started else None,
             request_id,
@@ -173,11 +181,22 @@ def register_request_hooks(app: Flask) -> None:
     hook.register(app)
 
 
-def redact_path(path: str) -> str:
-    """The by-email admin route carries an email in its path; logs never show it."""
-    if path.startswith("/webhooks/clerk/users/email/"):
-        return "/webhooks/clerk/users/email/[redacted]"
-    return path
+# Route arguments that are personal data: a path matched by a rule with one is logged as the
+# rule, its value replaced. Unmatched paths keep the logs' email scrubbing (gateway.logs).
+_REDACTED_ARGUMENTS = frozenset({"email"})
+
+
+def redact_path(req: Request) -> str:
+    """The path for the access log: by the matched route, never by string prefix."""
+    rule = req.url_rule
+    if rule is None or not rule.arguments & _REDACTED_ARGUMENTS:
+        return req.path
+    return _RULE_ARGUMENT_RE.sub(
+        lambda m: "[redacted]" if m.group(1) in _REDACTED_ARGUMENTS else m.group(0), rule.rule
+    )
+
+
+_RULE_ARGUMENT_RE = re.compile(r"<(?:[^:<>]+:)?([^:<>]+)>")
 
 
 def register_blueprints(app: Flask) -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -31,8 +32,13 @@ _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(whsec|sk_live|sk_test|rk_live|rk_test)_[A-Za-z0-9+/=_-]+"), r"\1_[redacted]"),
     (re.compile(r"(?i)(__session=)[^\s;\"']+"), r"\1[redacted]"),
     # Keep the first character and the domain: enough to tell users apart in an incident, not more.
+    # Any characters (josé.garcia@bücher.de): \w is Unicode here, and the local part is whatever
+    # runs up to the @ that is not a space or a delimiter.
     (
-        re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(@|%40)([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b"),
+        re.compile(
+            r"(?<![^\s\"'<>()\[\],;:/=])([^\s\"'<>()\[\],;:/=@])[^\s\"'<>()\[\],;:/@]*"
+            r"(@|%40)((?:[\w%-]+\.)+[\w%-]{2,})"
+        ),
         r"\1***\2\3",
     ),
 )
@@ -151,9 +157,17 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(entry, default=str))
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exc"] = format_exception(record.exc_info[1])
+        # Scrubbed before encoding: json.dumps escapes non-ASCII (\u00e9), which no pattern for
+        # an email should have to know about.
+        return json.dumps(
+            {
+                key: scrub(value) if isinstance(value, str) else value
+                for key, value in entry.items()
+            },
+            default=str,
+        )
 
     @staticmethod
     def _access_line(record: Any) -> str:
@@ -172,6 +186,39 @@ class JsonFormatter(logging.Formatter):
             + f'"status": {int(record.status)}, "method": {dumps(record.method)}, '
             f'"path": {dumps(record.path)}, "duration_ms": {_number(record.duration_ms)}}}'
         )
+
+
+# Database errors quote row values (psycopg's DETAIL: "Key (email)=(...)", a value that did not
+# parse); their messages never reach the logs, only their class and SQLSTATE (CONTRACT 6).
+_DATABASE_MODULES = ("sqlalchemy", "psycopg")
+
+
+def format_exception(exc: BaseException) -> str:
+    """The traceback, cause chain included, with database error messages withheld."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        cause = current.__cause__
+        current = (
+            cause if cause is not None or current.__suppress_context__ else current.__context__
+        )
+    parts = []
+    for item in reversed(chain):
+        frames = "".join(traceback.format_tb(item.__traceback__))
+        parts.append(f"Traceback (most recent call last):\n{frames}{_describe(item)}")
+    return "\n\nThe above led to:\n\n".join(parts)
+
+
+def _describe(exc: BaseException) -> str:
+    cls = type(exc)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    if not cls.__module__.startswith(_DATABASE_MODULES):
+        return f"{name}: {exc}"
+    sqlstate = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+    return f"{name}: [message withheld: may quote row values] sqlstate={sqlstate}"
 
 
 def _number(value: float | None) -> str:

@@ -195,3 +195,91 @@ def test_unmapped_werkzeug_error_keeps_its_status_as_problem_json(app):
     assert body["type"].endswith("/unsupported_media_type")
     assert body["request_id"] == response.headers["X-Request-ID"] != "rid-415"
     assert "<html" not in response.get_data(as_text=True).lower()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api//v1/guards", "//healthz", "/api/v1//auth/me", "/webhooks//clerk/users/u1"]
+)
+def test_doubled_slash_is_no_redirect_and_never_reflects_host(client, path):
+    """The finding: /api//v1/guards gave a 308 text/html whose Location was built from Host."""
+    response = client.get(path, headers={"Host": "evil.example"})
+    assert not 300 <= response.status_code < 400, response.status_code
+    assert "Location" not in response.headers
+    assert response.mimetype == PROBLEM_CONTENT_TYPE
+    assert "evil.example" not in response.get_data(as_text=True)
+
+
+def test_trailing_slash_is_no_redirect(client):
+    response = client.get("/healthz/", headers={"Host": "evil.example"})
+    assert "Location" not in response.headers
+    assert response.status_code in (200, 404)
+    assert "evil.example" not in response.get_data(as_text=True)
+
+
+def _log_text(caplog) -> str:
+    formatter = JsonFormatter()
+    return "\n".join(formatter.format(record) for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/webhooks/clerk/users/email/jos\u00e9.garcia@b\u00fccher.de",
+        "//webhooks/clerk/users/email/jos\u00e9.garcia@b\u00fccher.de",
+        "/webhooks/clerk/users/email/jos%C3%A9.garcia%40b%C3%BCcher.de",
+        "/webhooks/clerk//users/email/alice@example.com",
+    ],
+)
+def test_access_log_never_shows_an_email_whatever_its_characters_or_slashes(client, caplog, path):
+    with caplog.at_level(logging.INFO):
+        client.get(path)
+    text = _log_text(caplog)
+    assert "gateway.access" in text
+    for fragment in ("garcia", "jos\\u00e9", "alice", "jos%C3%A9"):
+        assert fragment not in text, text
+
+
+def test_scrubbed_log_line_hides_non_ascii_email_in_any_field(caplog):
+    log = logging.getLogger("gateway.test")
+    with caplog.at_level(logging.INFO):
+        log.info("user %s signed in", "jos\u00e9.garcia@b\u00fccher.de")
+        log.info("path", extra={"path": "/x/\u00fcser.n\u00e4me@\u00e9xample.org"})
+        address = "stra\u00dfe.m\u00fcller@m\u00fcnchen.de"
+        try:
+            raise ValueError("no user " + address)
+        except ValueError:
+            log.exception("failed")
+    text = _log_text(caplog)
+    for fragment in ("garcia", "ser.n", "mller", "ller@", "m\\u00fcller"):
+        assert fragment not in text, text
+    assert "b\\u00fccher.de" in text  # the domain stays, for triage
+
+
+def test_database_error_logs_carry_no_sql_parameters_or_row_values(app, caplog):
+    """The finding: names and metadata reached the logs with any database error."""
+    from gateway.auth.public import public
+    from gateway.extensions import db
+    from gateway.models import User
+
+    @app.post("/dup")
+    @public
+    def dup():
+        for _ in range(2):  # the second violates users.clerk_user_id's unique constraint
+            db.session.add(
+                User(
+                    clerk_user_id="user_dup_7f3",
+                    email="zaphod.secret@example.com",
+                    first_name="Zaphod-Private-Name",
+                    clerk_private_metadata={"ssn": "078-05-1120"},
+                )
+            )
+            db.session.flush()
+        return "unreachable"
+
+    with caplog.at_level(logging.INFO):
+        response = app.test_client().post("/dup")
+    assert response.status_code == 500
+    text = _log_text(caplog)
+    assert "IntegrityError" in text and "23505" in text  # the class and SQLSTATE stay
+    for value in ("user_dup_7f3", "Zaphod", "078-05-1120", "zaphod.secret", "[parameters:"):
+        assert value not in text, text
