@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, ClassVar
 
-from flask import Flask, Response, g, json
+from flask import Flask, Response, g, json, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,45 @@ def problem_response(problem: Problem) -> Response:
     return response
 
 
+# An answer given before the body was read (413, 401, ...) must reach a client still sending it:
+# the server drains little of an unread body (gunicorn: 64 KiB) and then closes the connection,
+# which the client sees as a reset, never as our answer. So it is read and thrown away here, up to
+# a bound; past it the server closes as before (CONTRACT 4.5).
+DISCARD_MAX_BYTES = 16 * 1024 * 1024
+DISCARD_MAX_SECONDS = 10.0
+_DISCARD_CHUNK = 64 * 1024
+
+
+def discard_unread_body(environ: dict[str, Any]) -> None:
+    """Read what is left of the request body, at most DISCARD_MAX_BYTES within the time bound."""
+    stream = environ.get("wsgi.input")
+    # Without a length, only a server that marks the end of the body (wsgi.input_terminated:
+    # gunicorn, werkzeug for chunked bodies) can be read to its end without blocking for ever.
+    if stream is None or (
+        not environ.get("CONTENT_LENGTH") and not environ.get("wsgi.input_terminated")
+    ):
+        return
+    deadline = time.monotonic() + DISCARD_MAX_SECONDS
+    discarded = 0
+    try:
+        while discarded < DISCARD_MAX_BYTES and time.monotonic() < deadline:
+            chunk = stream.read(_DISCARD_CHUNK)
+            if not chunk:
+                return
+            discarded += len(chunk)
+    except (OSError, ValueError) as exc:  # the client went away, or sent a malformed chunk
+        log.debug("request body not discarded: %s", type(exc).__name__)
+
+
 def register_error_handlers(app: Flask) -> None:
     from gateway.extensions import db
+
+    @app.after_request
+    def discard_body_of_refused_request(response: Response) -> Response:
+        # Success paths read their bodies; only refusals may leave one unread.
+        if response.status_code >= 400:
+            discard_unread_body(request.environ)
+        return response
 
     @app.errorhandler(Problem)
     def handle_problem(problem: Problem) -> Response:
