@@ -15,6 +15,7 @@ from gateway.models import GuardRequest
 from tests.gateway.guards.conftest import flush_audit
 from tests.gateway.guards.test_routes import process
 from tests.gateway.guards.upstream import Upstream
+from tests.support.clerk import ISSUER
 
 
 @pytest.fixture
@@ -69,6 +70,34 @@ def test_process_one_callers_failing_input_never_opens_circuit_for_another_user(
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert upstream.count("/strict") == 11
+
+
+def test_one_callers_failing_input_never_makes_biasguard_skip_or_refuse_others_logins(
+    make_app: Callable[..., Flask], upstream: Upstream, public_pem: str, mint: Callable[..., str]
+) -> None:
+    """The finding: BiasGuard at login shares the circuit, so once one user opened it every login
+    skipped BiasGuard (fail-open) or failed (fail-closed)."""
+    app = make_app(
+        CLERK_JWT_KEY=public_pem,
+        CLERK_ISSUER=ISSUER,
+        GUARD_SERVICES=f"biasguard={upstream.url('/strict')}",
+        BIASGUARD_ON_LOGIN="true",
+        BIASGUARD_FAIL_CLOSED="true",
+        GUARD_CIRCUIT_FAILURES="3",
+        GUARD_CIRCUIT_RESET_SECONDS="60",
+    )
+    mallory = mint("user_mallory")
+    for _ in range(6):
+        poisoned = process(
+            app.test_client(), mallory, {"service": "biasguard", "payload": {"poison": 1}}
+        )
+        assert poisoned.get_json()["code"] == "guard_upstream_error"
+
+    login = app.test_client().post(
+        "/api/v1/auth/login", headers={"Authorization": f"Bearer {mint('user_alice')}"}
+    )
+    assert login.status_code == 200, login.get_data(as_text=True)
+    assert login.get_json()["biasguard"]["decision"] == "allowed"
 
 
 def test_process_failures_of_distinct_users_still_open_the_circuit(

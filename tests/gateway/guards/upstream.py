@@ -62,7 +62,8 @@ class Upstream:
     /odd           200 {"allowed": "maybe"}
     /big           200, a JSON string over 4 MiB
     /strict        a strict JSON parser: 500 for what is not JSON (NaN, Infinity) or for a payload
-                   {"poison": true} (an input one caller controls that crashes the guard), else 200
+                   {"poison": true} (an input one caller controls that crashes the guard), else
+                   200 {"ok": true, "allowed": true} (a BiasGuard that lets logins through)
     """
 
     def __init__(self) -> None:
@@ -139,7 +140,7 @@ class Upstream:
         if isinstance(payload, dict) and payload.get("poison"):
             self._send(handler, 500, {"error": "crashed on this input"})
             return
-        self._send(handler, 200, {"ok": True})
+        self._send(handler, 200, {"ok": True, "allowed": True})
 
     def _send(self, handler: _Handler, status: int, body: Any) -> None:
         self._send_raw(handler, status, json.dumps(body).encode(), "application/json")
