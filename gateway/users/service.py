@@ -374,4 +374,11 @@ def _dict(value: Any) -> dict[str, Any]:
 def _ms(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    if not _MIN_MS <= value <= _MAX_MS:
+        # Not a time a datetime (or PostgreSQL) holds: converting it would raise later.
+        raise UserDataInvalid("The Clerk user's timestamps are out of range.")
     return int(value)
+
+
+# 0001-01-02 and 9999-12-30 in Unix milliseconds: what ms_to_datetime can convert in any zone.
+_MIN_MS, _MAX_MS = -62135510400000, 253402128000000

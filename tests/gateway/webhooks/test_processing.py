@@ -223,15 +223,16 @@ def test_transient_error_gives_claims_back_and_propagates(app, user_lock_held):
 
 def test_one_bad_event_fails_alone_the_rest_of_its_batch_applies(app):
     good = [store(app, clerk_event("user.created", new_user_id(), f"g{n}@x.com")) for n in range(3)]
-    # Longer than users.first_name (255): PostgreSQL refuses it, a fact about this event.
+    # Longer than users.first_name (255): refused as not storable (CONTRACT 6: never a database
+    # error), a fact about this event alone.
     bad = store(app, clerk_event("user.created", new_user_id(), "bad@x.com", first_name="n" * 300))
 
     result, _ = run_drain(app)
 
-    assert result.statuses == {"processed": 3, "failed": 1}
+    assert result.statuses == {"processed": 3, "invalid": 1}
     assert [row(app, i).status for i in good] == ["processed"] * 3
-    failed = row(app, bad)
-    assert (failed.status, failed.last_error) == ("failed", "sqlalchemy.DataError")
+    refused = row(app, bad)
+    assert (refused.status, refused.last_error) == ("invalid", "not_a_user")
 
 
 def test_drain_stops_at_its_budget_and_says_more_is_waiting(app):
@@ -329,8 +330,13 @@ def test_stripe_follow_ups_by_outcome(make_config, result, deleted, expected):
 
 @pytest.mark.parametrize(
     "data",
-    [{"first_name": "F" * 300}, {"last_name": "L" * 256}, {"image_url": "https://x/\U0001f600"}],
-    ids=["first_name_300", "last_name_256", "fine_non_ascii_url"],
+    [
+        {"first_name": "F" * 300},
+        {"last_name": "L" * 256},
+        {"updated_at": 10**18},  # milliseconds past year 9999: no datetime holds it
+        {"image_url": "https://x/\U0001f600"},
+    ],
+    ids=["first_name_300", "last_name_256", "updated_at_year_31_million", "fine_non_ascii_url"],
 )
 def test_process_user_event_with_over_length_field_is_invalid_not_retried(app, data):
     """Over-length fields are an `invalid` event, never a database error retried until failed.
