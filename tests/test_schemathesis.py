@@ -62,7 +62,7 @@ def gateway(
 
 
 PROFILE = settings(
-    max_examples=12,
+    max_examples=10,
     derandomize=True,
     deadline=None,
     database=None,

@@ -46,3 +46,17 @@ def isoformat(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def is_storable_text(text: str) -> bool:
+    """Whether PostgreSQL can store `text`: no NUL, and no unpaired surrogate (valid in a JSON
+    string, "\\ud800", but without a UTF-8 form)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from gateway.errors import Problem
 from gateway.models import Organization, OrganizationMembership
-from gateway.models.base import utcnow
+from gateway.models.base import is_storable_text, utcnow
 from gateway.users.service import advisory_xact_lock, is_stale, ms_to_datetime
 
 ORGANIZATION_EVENT_TYPES = frozenset(
@@ -290,8 +290,17 @@ def _clerk_id(value: Any, prefix: str) -> str | None:
     return None
 
 
+# name, slug and role are String(255) (models/organization.py).
+TEXT_LENGTH = 255
+
+
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) > TEXT_LENGTH or not is_storable_text(value):
+        # Never a database error retried until failed: the event is invalid (CONTRACT 6).
+        raise InvalidPayload("field_not_storable")
+    return value
 
 
 def _milliseconds(value: Any) -> int | None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateway.errors import Problem
 from gateway.models import User
-from gateway.models.base import utcnow
+from gateway.models.base import is_storable_text, utcnow
 
 
 class EmailRequired(Problem):
@@ -326,24 +326,11 @@ def storable(name: str, value: _Text, limit: int | None = None) -> _Text:
     """
     if value is None:
         return value
-    if (limit is not None and len(value) > limit) or not _storable_text(value):
+    if (limit is not None and len(value) > limit) or not is_storable_text(value):
         raise UserDataInvalid(
             f"The Clerk user's {name} is too long or not storable text; fix it in Clerk."
         )
     return value
-
-
-def _storable_text(text: str) -> bool:
-    # PostgreSQL text holds no NUL; an unpaired surrogate (JSON's "\\ud800") has no UTF-8 form.
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _metadata(name: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -355,9 +342,9 @@ def _metadata(name: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def _storable_json(value: Any) -> bool:
     if isinstance(value, str):
-        return _storable_text(value)
+        return is_storable_text(value)
     if isinstance(value, dict):
-        return all(_storable_text(k) and _storable_json(v) for k, v in value.items())
+        return all(is_storable_text(k) and _storable_json(v) for k, v in value.items())
     if isinstance(value, list):
         return all(_storable_json(item) for item in value)
     return True

@@ -290,6 +290,18 @@ def test_apply_event_not_the_promised_object_is_invalid(app, event, reason) -> N
         assert excinfo.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    "data",
+    [{"name": "N" * 256}, {"slug": "s" * 300}, {"name": "nul\x00"}, {"name": "lone \ud800"}],
+    ids=["name_256", "slug_300", "nul", "lone_surrogate"],
+)
+def test_apply_event_unstorable_text_is_invalid_never_a_database_error(app, data) -> None:
+    event = org_event("organization.created", new_org_id(), **data)
+    with app.app_context(), pytest.raises(InvalidPayload) as excinfo:
+        apply_event(db.session, event)
+    assert excinfo.value.reason == "field_not_storable"
+
+
 def test_drain_organization_events_are_processed_invalid_or_keyless(app) -> None:
     org_id = new_org_id()
     good = org_event("organization.created", org_id)
