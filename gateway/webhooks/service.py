@@ -126,7 +126,7 @@ def parse_stripe_event(body: bytes) -> tuple[str, ParsedEvent]:
     body_text = body.decode("utf-8")  # verification already proved it is UTF-8
     fallback_id = "stripe_unparsable_" + hashlib.sha256(body).hexdigest()[:40]
     try:
-        payload = json.loads(body_text, parse_constant=_reject_constant)
+        payload = json.loads(body_text, **STRICT)
     except (ValueError, RecursionError):
         return fallback_id, _invalid(body_text, "not_json")
     if not isinstance(payload, dict):
