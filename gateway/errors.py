@@ -6,8 +6,9 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from flask import Flask, Response, g, json, request
+from flask import Flask, Request, Response, g, json, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import get_input_stream
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +121,21 @@ DISCARD_MAX_SECONDS = 10.0
 _DISCARD_CHUNK = 64 * 1024
 
 
-def discard_unread_body(environ: dict[str, Any]) -> None:
-    """Read what is left of the request body, at most DISCARD_MAX_BYTES within the time bound."""
-    stream = environ.get("wsgi.input")
-    # Without a length, only a server that marks the end of the body (wsgi.input_terminated:
-    # gunicorn, werkzeug for chunked bodies) can be read to its end without blocking for ever.
-    if stream is None or (
-        not environ.get("CONTENT_LENGTH") and not environ.get("wsgi.input_terminated")
-    ):
-        return
+def discard_unread_body(req: Request) -> None:
+    """Read what is left of the request body, at most DISCARD_MAX_BYTES within the time bound.
+
+    Bounded by the server's end-of-body mark (wsgi.input_terminated) or by Content-Length (the
+    view's own stream, which knows how much it read); never the raw socket past the body, where
+    reading would wait for a next request that the client sends only after our answer.
+    """
+    environ = req.environ
+    if environ.get("wsgi.input_terminated"):
+        # The server ends the body itself (gunicorn; werkzeug for chunked bodies): its own stream,
+        # not the view's, which may be capped at MAX_CONTENT_LENGTH below the body's end.
+        stream = environ["wsgi.input"]
+    else:
+        # werkzeug's cached_property, present once the view read the body; it knows how much.
+        stream = req.__dict__.get("stream") or get_input_stream(environ, safe_fallback=True)
     deadline = time.monotonic() + DISCARD_MAX_SECONDS
     discarded = 0
     try:
@@ -137,7 +144,7 @@ def discard_unread_body(environ: dict[str, Any]) -> None:
             if not chunk:
                 return
             discarded += len(chunk)
-    except (OSError, ValueError) as exc:  # the client went away, or sent a malformed chunk
+    except (OSError, ValueError, HTTPException) as exc:  # gone, malformed chunk, or cut short
         log.debug("request body not discarded: %s", type(exc).__name__)
 
 
@@ -148,7 +155,7 @@ def register_error_handlers(app: Flask) -> None:
     def discard_body_of_refused_request(response: Response) -> Response:
         # Success paths read their bodies; only refusals may leave one unread.
         if response.status_code >= 400:
-            discard_unread_body(request.environ)
+            discard_unread_body(request)
         return response
 
     @app.errorhandler(Problem)

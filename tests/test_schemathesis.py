@@ -20,8 +20,9 @@ from tests.support.processes import free_port, start_gunicorn
 from tests.support.svix import SECRET
 
 ADMIN_KEY = "schemathesis-admin-key-" + "k" * 16
+# Not schemathesis' not_a_server_error: a documented 5xx problem is a correct answer here (a guard
+# that cannot be reached is 503 guard_unavailable); a 500 is the bug, asserted on its own below.
 CHECKS = [
-    checks.not_a_server_error,
     checks.status_code_conformance,
     checks.content_type_conformance,
     checks.response_schema_conformance,
@@ -42,6 +43,7 @@ def gateway(
         "CLERK_JWT_KEY": clerk_keys.primary.public_pem,
         "CLERK_ISSUER": ISSUER,
         "CLERK_WEBHOOK_SECRET": SECRET,
+        "STRIPE_WEBHOOK_SECRET": "whsec_schemathesis",
         "ADMIN_API_KEYS": ADMIN_KEY,
         "GUARD_SERVICES": f"echo={upstream.url('/echo')},strict={upstream.url('/strict')}",
         "GUARD_TIMEOUT_SECONDS": "2",
@@ -86,6 +88,8 @@ def _fuzz(operation: Any, headers: dict[str, str]) -> None:
     @PROFILE
     @given(case=operation.as_strategy())
     def call(case: Any) -> None:
-        case.call_and_validate(headers=headers, checks=CHECKS, timeout=10)
+        response = case.call(headers=headers, timeout=10)
+        assert response.status_code != 500, (case.method, case.path, response.text[:500])
+        case.validate_response(response, checks=CHECKS)
 
     call()

@@ -115,11 +115,12 @@ def test_ungated_guard_gets_status_header_whatever_it_is(
 def test_refusals_recorded_in_guard_audit(gated_app: Flask, mint: Callable[..., str]) -> None:
     add(gated_app, "user_audit", "canceled")
 
-    call(gated_app, mint("user_audit"), "teapot", **{"X-Request-ID": "r-402"})
+    # Audit rows carry the gateway's own request id, never the client's X-Request-ID.
+    request_id = call(gated_app, mint("user_audit"), "teapot").headers["X-Request-ID"]
     flush_audit(gated_app)
 
     with gated_app.app_context():
-        row = db.session.scalar(select(GuardRequest).where(GuardRequest.request_id == "r-402"))
+        row = db.session.scalar(select(GuardRequest).where(GuardRequest.request_id == request_id))
         assert (row.service, row.status_code, row.outcome) == (
             "teapot",
             None,

@@ -70,3 +70,41 @@ def test_oversized_posts_over_keep_alive_all_receive_the_answer(
     app = make_app()
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+
+
+@pytest.fixture
+def werkzeug_server(make_app, clerk_keys):
+    """werkzeug's own server, whose wsgi.input is the raw socket: reading past the body blocks."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.support.clerk import ISSUER
+
+    app = make_app(CLERK_JWT_KEY=clerk_keys.primary.public_pem, CLERK_ISSUER=ISSUER)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield port
+    server.shutdown()
+    thread.join(10)
+
+
+def test_refusal_after_the_body_was_read_answers_at_once_on_any_server(werkzeug_server, clerk_keys):
+    """The discard reads through the request's own bounded stream, never the raw socket."""
+    from tests.support.clerk import mint_token
+
+    conn = http.client.HTTPConnection("127.0.0.1", werkzeug_server, timeout=5)
+    token = mint_token(clerk_keys.primary)
+    for headers, status in (({"Authorization": f"Bearer {token}"}, 404), ({}, 401)):
+        body = json.dumps({"service": "nope", "payload": {"x": "y" * 1000}})
+        conn.request(
+            "POST",
+            "/api/v1/guards/process",
+            body=body,
+            headers={"Content-Type": "application/json", **headers},
+        )
+        response = conn.getresponse()
+        assert response.status == status
+        response.read()
