@@ -133,8 +133,9 @@ class GuardClient:
         finally:
             # Always recorded, even if something unexpected escapes: a half-open circuit whose trial
             # never reports would refuse every call forever. A guard that could not be reached
-            # never saw the input; any other failure may be the caller's doing (circuit.py).
-            unreached = isinstance(problem, GuardUnavailable)
+            # or did not answer in time is down for everyone (a hanging guard must open its
+            # circuit); a 5xx or a dropped connection may be the caller's input (circuit.py).
+            unreached = isinstance(problem, GuardUnavailable | GuardTimeout)
             caller = session.user_id if session is not None and not unreached else None
             breaker.record(permit, healthy, caller=caller)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
