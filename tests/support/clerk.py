@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ class JwksServer:
         self.keys = list(keys)
         self.delay_seconds = 0.0
         self.status = 200
+        # When set, every fetch waits until the test releases it (a refresh held in flight).
+        self.gate: threading.Event | None = None
         server.expect_request(JWKS_PATH).respond_with_handler(self._handle)
 
     @property
@@ -126,6 +129,8 @@ class JwksServer:
         return self.server.url_for(JWKS_PATH)
 
     def _handle(self, request: Request) -> Response:
+        if self.gate is not None:
+            self.gate.wait(60)
         if self.delay_seconds:
             time.sleep(self.delay_seconds)
         body = json.dumps({"keys": [key.public_jwk for key in self.keys]})

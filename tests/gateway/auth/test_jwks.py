@@ -98,8 +98,10 @@ def test_jwks_cache_key_rotation_new_kid_found_after_cooldown(jwks_server, clerk
     assert jwks_server.fetch_count == 2
 
     jwks_server.keys = [clerk_keys.secondary]  # the old key is retired
+    jwks_server.gate = threading.Event()  # hold the refresh in flight (no race with the assert)
     clock.now += 301  # past cache_seconds: a background refresh replaces the set
     assert cache.get_key("key-a") is not None  # stale keys serve while the refresh runs
+    jwks_server.gate.set()
     _wait_for(lambda: jwks_server.fetch_count == 3)
     _wait_for(lambda: _raises(cache, "key-a", JwkKidMismatch))
 
