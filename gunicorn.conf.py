@@ -7,7 +7,6 @@ needs no monkey-patching of psycopg, redis or urllib3, and a slow request cannot
 process's event loop.
 """
 
-import multiprocessing
 import os
 import shutil
 import sys
@@ -17,9 +16,7 @@ from pathlib import Path
 # this machine only.
 _host = "127.0.0.1" if os.environ.get("GATEWAY_ENV") == "development" else "0.0.0.0"  # noqa: S104
 bind = f"{_host}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY") or min(multiprocessing.cpu_count(), 4))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # Clerk session tokens can be large; the app, not gunicorn, must answer an oversized token with a
 # 401 problem. Header fields of up to 32 KiB reach the app.
 limit_request_field_size = 32768
@@ -85,3 +82,18 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+
+def _web_shape() -> tuple[int, int]:
+    """(processes, threads) as the app's Config reads them (WEB_CONCURRENCY, GUNICORN_THREADS)."""
+    from gateway.config import Config, ConfigError
+
+    try:
+        config = Config.from_env()
+    except ConfigError:
+        return 1, 1  # on_starting names the variable and stops before any worker starts
+    return config.web_concurrency, config.web_threads
+
+
+# Last: importing the gateway imports prometheus_client, which must see PROMETHEUS_MULTIPROC_DIR.
+workers, threads = _web_shape()

@@ -228,6 +228,14 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from gateway import cli
+    # Each feature module attaches its commands to the groups of gateway.cli when imported.
+    import gateway.auth.dev
+    import gateway.billing.cli
+    import gateway.users.backfill_cli
+    import gateway.webhooks.cli  # noqa: F401
+    from gateway.cli import GROUPS
+    from gateway.retention_cli import prune_command
 
-    cli.register(app)
+    for group in GROUPS:
+        app.cli.add_command(group)
+    app.cli.add_command(prune_command)

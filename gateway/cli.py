@@ -1,7 +1,8 @@
-"""Flask commands (flask --app wsgi ...). Each prints a short summary, non-zero on failure.
+"""The `flask` command groups and what every command shares. Each prints a short summary.
 
-The groups live here; each feature attaches its commands in its own module (imported below), so
-the CLI, the routes and the worker all call the same services.
+Feature modules attach their commands to these groups (gateway/auth/dev.py, gateway/billing/cli.py,
+gateway/users/backfill_cli.py, gateway/webhooks/cli.py); app.register_commands imports them. This
+module imports no feature, so the features depend on it and never the other way round.
 """
 
 from __future__ import annotations
@@ -13,38 +14,35 @@ from typing import TextIO
 
 import click
 import requests
-from flask import Flask
 from flask.cli import AppGroup
+
+from gateway.errors import Problem
 
 dev = AppGroup("dev", help="Development mode: mint tokens, send signed webhooks.")
 webhooks = AppGroup("webhooks", help="The webhook event ledger.")
 users = AppGroup("users", help="The local users table.")
 stripe = AppGroup("stripe", help="Stripe customers.")
+GROUPS = (dev, webhooks, users, stripe)
 
 
-def register(app: Flask) -> None:
-    # Feature modules attach their commands to the groups above when imported.
-    import gateway.auth.dev
-    import gateway.billing.cli
-    import gateway.users.backfill_cli
-    import gateway.webhooks.cli  # noqa: F401
-    from gateway.retention_cli import prune_command
+class CommandFailed(click.ClickException):
+    """The one way a command fails: `Error: <message>` on stderr, exit status 1."""
 
-    for group in (dev, webhooks, users, stripe):
-        app.cli.add_command(group)
-    app.cli.add_command(prune_command)
+    @classmethod
+    def from_problem(cls, problem: Problem) -> CommandFailed:
+        return cls(f"{problem.code}: {problem.detail}")
 
 
 def send_dev_event(label: str, target: str, body: str, headers: dict[str, str]) -> None:
     """`flask dev webhook|stripe-webhook`: POST a signed event to the local gateway and print
-    its answer; exit non-zero unless it is a 200."""
+    its answer; fail unless it is a 200."""
     try:
         response = requests.post(target, data=body.encode(), headers=headers, timeout=10)
     except requests.RequestException as exc:
-        raise click.ClickException(f"could not reach {target}: {type(exc).__name__}") from None
+        raise CommandFailed(f"could not reach {target}: {type(exc).__name__}") from None
     click.echo(f"{label}: HTTP {response.status_code} {response.text.strip()}")
     if response.status_code != 200:
-        raise SystemExit(1)
+        raise CommandFailed(f"{label}: the gateway answered HTTP {response.status_code}")
 
 
 class Progress:

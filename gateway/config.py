@@ -72,7 +72,8 @@ class Config:
     biasguard_fail_closed: bool = False
     admin_api_keys: tuple[str, ...] = ()
     port: int = 8000
-    web_concurrency: int | None = None
+    # WEB_CONCURRENCY: gunicorn worker processes (gunicorn.conf.py reads it from here).
+    web_concurrency: int = 2
     # GUNICORN_THREADS: threads per web process; pools shared by those threads are sized to it.
     web_threads: int = 8
     # Publishing must never hang a request: a stopped-but-open Redis otherwise blocks forever.
@@ -192,7 +193,9 @@ class Config:
             biasguard_fail_closed=reader.flag("BIASGUARD_FAIL_CLOSED", False),
             admin_api_keys=reader.csv("ADMIN_API_KEYS"),
             port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
-            web_concurrency=reader.integer("WEB_CONCURRENCY", None, minimum=1),
+            web_concurrency=reader.integer(
+                "WEB_CONCURRENCY", min(os.cpu_count() or 1, 4), minimum=1
+            ),
             web_threads=reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=1024),
             database_pool_size=reader.integer("DATABASE_POOL_SIZE", 2, minimum=1, maximum=1000),
             database_max_overflow=reader.integer(

@@ -23,17 +23,11 @@ class Problem(Exception):
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal server error"
     default_detail: ClassVar[str] = "An unexpected error occurred; it has been logged."
-    registry: ClassVar[dict[str, type[Problem]]] = {}
 
     def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail or self.default_detail)
         self.detail = detail or self.default_detail
         self.headers = headers or {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "code" in cls.__dict__:
-            Problem.registry[cls.code] = cls
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,7 +65,7 @@ class PayloadTooLarge(Problem):
 
 
 class InternalError(Problem):
-    pass
+    """Anything unexpected: the base class's 500 internal_error, under its own name."""
 
 
 _WERKZEUG_MAP: dict[int, type[Problem]] = {
@@ -83,22 +77,17 @@ _WERKZEUG_MAP: dict[int, type[Problem]] = {
 
 
 class HttpErrorProblem(Problem):
-    """Any other werkzeug HTTP error (415, 416, ...): its own status and name, in our format."""
+    """Any other werkzeug HTTP error (415, 416, ...): its own status and name, in our format.
+
+    Not in the OpenAPI code list (gateway/problems.py): its code is werkzeug's name of the status.
+    """
 
     def __init__(self, exc: HTTPException) -> None:
         super().__init__(exc.description or exc.name)
-        self.http_status = exc.code or 500
-        self.http_title = exc.name
-        self.http_code = exc.name.lower().replace(" ", "_").replace("'", "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": TYPE_BASE + self.http_code,
-            "title": self.http_title,
-            "status": self.http_status,
-            "detail": self.detail,
-            "code": self.http_code,
-        }
+        # Instance attributes over the class's: to_dict renders them like any other problem.
+        self.status = exc.code or 500  # type: ignore[misc]
+        self.title = exc.name  # type: ignore[misc]
+        self.code = exc.name.lower().replace(" ", "_").replace("'", "")  # type: ignore[misc]
 
 
 def problem_response(problem: Problem) -> Response:

@@ -37,6 +37,8 @@ PUSH_CUSTOMER_CHANGES = "worker.billing.push_customer_changes"
 # A Clerk user was deleted: keep its Stripe customer, mark it in its metadata (CONTRACT 4.5).
 MARK_CUSTOMER_DELETED = "worker.billing.mark_customer_deleted"
 PING = "worker.maintenance.ping"
+# The one queue every task goes to (the Procfile's worker consumes it: --queues=gateway).
+QUEUE = "gateway"
 
 # The apply task's time limits: soft (SoftTimeLimitExceeded in the task), then hard (the pool
 # kills the child). A claim is a lease derived from the hard limit: a live worker never holds a
@@ -148,7 +150,7 @@ def celery_init_app(app: Flask, config: Config) -> Celery:
         worker_soft_shutdown_timeout=10.0,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        task_default_queue="gateway",
+        task_default_queue=QUEUE,
         timezone="UTC",
         imports=("worker.webhooks", "worker.billing", "worker.maintenance"),
         beat_schedule={

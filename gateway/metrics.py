@@ -11,6 +11,7 @@ the database and the broker at scrape time, by whichever process answers.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Iterator
@@ -32,17 +33,18 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from gateway.auth.bearer import bearer_credential
 from gateway.auth.public import public
 from gateway.auth.tokens import JwkRemoteFailedToLoad, TokenProblem
 from gateway.errors import Problem
 from gateway.extensions import db
 from gateway.health import broker_connection, cached_check
+from gateway.jobs import QUEUE
 from gateway.models import EventStatus, WebhookEvent
 from gateway.models.base import utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
-QUEUE = "gateway"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A gateway answers in milliseconds; guard calls and logins wait on upstreams for up to seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -206,8 +208,16 @@ def init_app(app: Flask) -> None:
 
 
 def is_token_failure(code: str) -> bool:
-    cls = Problem.registry.get(code)
-    return cls is not None and issubclass(cls, TokenProblem | JwkRemoteFailedToLoad)
+    return code in _token_failure_codes()
+
+
+@functools.cache
+def _token_failure_codes() -> frozenset[str]:
+    # gateway.problems lists MetricsTokenInvalid, so it imports this module: read at first use.
+    from gateway.problems import PROBLEMS
+
+    token = (TokenProblem, JwkRemoteFailedToLoad)
+    return frozenset(cls.code for cls in PROBLEMS if issubclass(cls, token))
 
 
 @bp.get("/metrics")
@@ -216,10 +226,8 @@ def metrics_view() -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     token = app.config["GATEWAY"].metrics_bearer_token
     if token is not None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
+        given = bearer_credential(request.headers.get("Authorization"))
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
             raise MetricsTokenInvalid(headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     metrics: Metrics = app.extensions["metrics"]
     body = generate_latest(metrics.scrape_registry(app))

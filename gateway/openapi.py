@@ -9,7 +9,8 @@ from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from gateway.auth.public import is_public, public
-from gateway.errors import PROBLEM_CONTENT_TYPE, Problem
+from gateway.errors import PROBLEM_CONTENT_TYPE
+from gateway.problems import PROBLEMS
 
 bp = Blueprint("openapi", __name__)
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -29,7 +30,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         path = _CONVERTER.sub(r"{\1}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, view, rule)
-    problems = sorted(Problem.registry.values(), key=lambda cls: cls.code)
+    problems = sorted(PROBLEMS, key=lambda cls: cls.code)
     return {
         "openapi": "3.1.0",
         "info": {"title": "clerk-gateway", "version": "1"},

@@ -14,6 +14,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from gateway.extensions import db
+from gateway.jobs import QUEUE
 from gateway.models import User, WebhookEvent
 from tests.support.polling import wait_until
 from tests.support.processes import Proc
@@ -71,7 +72,7 @@ def wait_idle(redis_url: str) -> None:
     """Until no message waits in the queue or in a worker (acks_late: a task's message is acked
     only after it ran, and any follow-up it enqueues is published before that ack)."""
     broker = redis.Redis.from_url(redis_url)
-    wait_until(lambda: broker.llen("gateway") == 0 and broker.hlen("unacked") == 0, timeout=30)
+    wait_until(lambda: broker.llen(QUEUE) == 0 and broker.hlen("unacked") == 0, timeout=30)
 
 
 def billing_lines(worker: Proc) -> list[str]:

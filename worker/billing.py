@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
 import stripe as stripe_lib
 from celery import Task, shared_task
 from flask import current_app
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway.billing import stripe as billing
 from gateway.errors import Problem
-from gateway.extensions import db
+from gateway.extensions import DATABASE_DOWN_ERRORS, db
 from gateway.jobs import ENSURE_STRIPE_CUSTOMER, MARK_CUSTOMER_DELETED, PUSH_CUSTOMER_CHANGES
+from worker.backoff import backoff_seconds
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +22,12 @@ log = logging.getLogger(__name__)
 # exponentially with jitter, so a fleet of jobs does not come back in step. About an hour in all,
 # well under the broker's visibility timeout; every retry reuses the same idempotency key.
 MAX_RETRIES = 10
-BACKOFF_BASE_SECONDS = 2.0
+# Stripe outages can last minutes: retries spread up to ten minutes apart.
 BACKOFF_CAP_SECONDS = 600.0
+# Worth a retry: Stripe or the database did not answer.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (billing.StripeUnavailable, *DATABASE_DOWN_ERRORS)
 
 Service = Callable[[Any, stripe_lib.StripeClient, int], billing.Outcome]
-
-
-def backoff_seconds(retries: int) -> float:
-    """Exponential with jitter in [half, full]: the first retry comes after 1-2 seconds."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**retries)
-    return random.uniform(ceiling / 2, ceiling)
 
 
 @shared_task(name=ENSURE_STRIPE_CUSTOMER, bind=True, max_retries=MAX_RETRIES)
@@ -58,7 +53,7 @@ def _run(task: Task, job: str, service: Service, user_id: int) -> dict[str, Any]
         return {"status": "stripe_disabled"}
     try:
         outcome = service(db.session, client, int(user_id))
-    except (billing.StripeUnavailable, OperationalError, InterfaceError) as exc:
+    except TRANSIENT_ERRORS as exc:
         code = exc.code if isinstance(exc, Problem) else "database_unavailable"
         attempt = task.request.retries
         if attempt >= (task.max_retries or 0):
@@ -67,7 +62,7 @@ def _run(task: Task, job: str, service: Service, user_id: int) -> dict[str, Any]
                 job, user_id, attempt, code, extra=extra | {"code": code},
             )  # fmt: skip
             return {"status": "failed", "code": code}
-        countdown = backoff_seconds(attempt)
+        countdown = backoff_seconds(attempt, BACKOFF_CAP_SECONDS)
         log.warning(
             "%s user=%s: transient failure (%s), retry %d in %.1fs",
             job, user_id, _reason(exc), attempt + 1, countdown, extra=extra | {"code": code},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -22,15 +21,15 @@ from gateway.jobs import (
     enqueue,
 )
 from gateway.webhooks.processing import TRANSIENT_ERRORS, drain
+from worker.backoff import backoff_seconds
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 5
 
 
-def retry_countdown(retries: int) -> float:
-    """Exponential backoff with full jitter: 2, 4, 8, 16, 32 s caps, about a minute in all, so a
-    retry waiting in a worker never nears the broker's 1 h visibility timeout."""
-    return random.uniform(1.0, 2.0 ** (retries + 1))
+# Ceilings of 2, 4, 8, 16, 32 s over MAX_RETRIES: about a minute in all, so a retry waiting in a
+# worker never nears the broker's 1 h visibility timeout.
+BACKOFF_CAP_SECONDS = 32.0
 
 
 @shared_task(
@@ -68,7 +67,8 @@ def apply_webhook_events(self: Task) -> dict[str, Any]:
         if self.request.retries >= (self.max_retries or 0):
             # The claims were given back, or expire with their lease: the sweep wakes a worker.
             return {"status": "gave_up", "error": type(exc).__name__}
-        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from None
+        countdown = backoff_seconds(self.request.retries, BACKOFF_CAP_SECONDS)
+        raise self.retry(exc=exc, countdown=countdown) from None
     if result.more:
         enqueue(app, APPLY_WEBHOOK_EVENTS)  # a fresh message: other tasks get their turn
     return {"applied": result.statuses, "exhausted": result.exhausted, "more": result.more}

@@ -20,6 +20,7 @@ from flask import Blueprint, current_app, jsonify
 from jwt.algorithms import RSAAlgorithm
 
 from gateway.auth.public import public
+from gateway.cli import CommandFailed
 from gateway.cli import dev as dev_group
 from gateway.config import Config
 
@@ -53,7 +54,7 @@ def load_or_create_dev_key(instance_path: str) -> rsa.RSAPrivateKey:
         tmp.unlink()
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, rsa.RSAPrivateKey):
-        raise click.ClickException(f"{path} is not an RSA private key; delete it to regenerate")
+        raise CommandFailed(f"{path} is not an RSA private key; delete it to regenerate")
     return loaded
 
 
@@ -182,7 +183,7 @@ def token_command(
     """Print a session token (version 2) signed by the development key."""
     config: Config = current_app.config["GATEWAY"]
     if not config.dev_mode:
-        raise click.ClickException(
+        raise CommandFailed(
             "development mode is off: it needs GATEWAY_ENV=development and none of "
             "CLERK_PUBLISHABLE_KEY, CLERK_JWKS_URL, CLERK_JWT_KEY"
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, Request, current_app, g, request
 
+from gateway.auth.bearer import bearer_credential
 from gateway.auth.jwks import JwksCache, NoKeySource, StaticKey, fetch_jwks_over_http
 from gateway.auth.public import is_public
 from gateway.auth.tokens import (
@@ -66,10 +67,9 @@ def _origin_allowed(req: Request, config: Config) -> bool:
 
 def token_from_request(req: Request) -> tuple[str | None, bool]:
     """(token, taken_from_cookie). The Authorization header wins over the cookie."""
-    header = req.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip(), False
+    token = bearer_credential(req.headers.get("Authorization"))
+    if token is not None:
+        return token, False
     cookie = req.cookies.get(SESSION_COOKIE)
     if cookie:
         return cookie, True

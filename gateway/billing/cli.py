@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import stripe as stripe_lib
@@ -25,7 +24,7 @@ from gateway.billing.subscriptions import (
     STRIPE_HANDLED_TYPES,
     SUBSCRIPTION_DELETED,
 )
-from gateway.cli import Progress, send_dev_event
+from gateway.cli import CommandFailed, Progress, send_dev_event
 from gateway.cli import dev as dev_group
 from gateway.cli import stripe as stripe_group
 from gateway.errors import Problem
@@ -49,7 +48,7 @@ def link_command(clerk_user_id: str, customer_id: str, replace: bool) -> None:
             db.session(), client, user, customer_id, replace=replace
         )
     except Problem as exc:
-        _fail(exc)
+        raise _failed(exc) from None
     click.echo(f"{outcome.status}: {clerk_user_id} -> {customer_id}")
 
 
@@ -63,7 +62,7 @@ def reconcile_command(fix: bool) -> None:
         with Progress("reconcile: Stripe customers read") as progress:
             report = reconcile(db.session(), client, progress.advance)
     except Problem as exc:
-        _fail(exc)
+        raise _failed(exc) from None
     click.echo(f"{'drift':<24}{'count':>6}  repair")
     for kind, task in DRIFT_KINDS.items():
         repair = f"--fix enqueues {task.rsplit('.', 1)[-1]}" if task else "operator"
@@ -93,21 +92,19 @@ def reconcile_command(fix: bool) -> None:
             failed += 1
     click.echo(f"fix: {queued} jobs queued, {failed} not queued")
     if failed:
-        click.echo("error: the broker did not take every job; run again.", err=True)
-        sys.exit(1)
+        raise CommandFailed("the broker did not take every job; run again")
 
 
 def _client() -> stripe_lib.StripeClient:
     client = client_from_config(current_app.config["GATEWAY"])
     if client is None:
-        _fail(StripeDisabled())
+        raise _failed(StripeDisabled())
     return client
 
 
-def _fail(exc: Problem) -> NoReturn:
+def _failed(exc: Problem) -> CommandFailed:
     db.session.rollback()
-    click.echo(f"error: {exc.code}: {exc.detail}", err=True)
-    sys.exit(1)
+    return CommandFailed.from_problem(exc)
 
 
 @dev_group.command("stripe-webhook")
@@ -137,11 +134,11 @@ def dev_stripe_webhook_command(
     """Send a Stripe-signed event to the running local gateway (development mode only)."""
     config = current_app.config["GATEWAY"]
     if not config.dev_mode:
-        raise click.ClickException("development mode only (GATEWAY_ENV=development, no Clerk keys)")
+        raise CommandFailed("development mode only (GATEWAY_ENV=development, no Clerk keys)")
     if clerk_user_id:
         customer_id = _dev_customer_of(clerk_user_id)
     if not customer_id:
-        raise click.ClickException("--customer or --user is required")
+        raise CommandFailed("--customer or --user is required")
     now = int(time.time())
     obj: dict[str, Any] = {"id": customer_id, "object": "customer", "deleted": True}
     if event_type != CUSTOMER_DELETED:
@@ -176,7 +173,7 @@ def _dev_customer_of(clerk_user_id: str) -> str:
     """The user's customer; in development mode (no Stripe there) link a made-up one if none."""
     user = find_by_clerk_id(db.session(), clerk_user_id)
     if user is None:
-        raise click.ClickException(f"user_not_found: {clerk_user_id}")
+        raise CommandFailed(f"user_not_found: {clerk_user_id}")
     if user.stripe_customer_id is None:
         user.stripe_customer_id = f"cus_dev_{clerk_user_id}"
         db.session.commit()

@@ -15,9 +15,9 @@ from gateway.billing.signatures import stripe_webhook_secrets
 from gateway.billing.subscriptions import ENTITLED_STATUSES
 from gateway.config import Config
 from gateway.errors import Problem
-from gateway.extensions import db
+from gateway.extensions import DATABASE_DOWN_ERRORS, db
 from gateway.models import User
-from gateway.webhooks.service import DATABASE_DOWN_ERRORS, DatabaseUnavailable
+from gateway.webhooks.service import DatabaseUnavailable
 
 
 class SubscriptionRequired(Problem):

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import stripe
@@ -490,8 +490,6 @@ def _created_before(user: User, moment: datetime) -> bool:
     created = user.created_at
     if created is None:
         return True
-    if created.tzinfo is None:  # SQLite hands back naive UTC
-        created = created.replace(tzinfo=UTC)
     return created < moment
 
 

@@ -105,8 +105,6 @@ def _outcome(status: EventStatus, reason: str | None = None) -> Outcome:
 def _why_not(user: User, subscription_id: str, status: str, event_at: datetime) -> str | None:
     """None when the event should be applied, else why it changes nothing."""
     stored_at = user.subscription_event_at
-    if stored_at is not None and stored_at.tzinfo is None:  # SQLite hands back naive UTC
-        stored_at = stored_at.replace(tzinfo=UTC)
     current = user.stripe_subscription_id
     if current is None or current == subscription_id:
         if stored_at is not None and event_at < stored_at:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 
@@ -27,10 +27,33 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """TIMESTAMP WITH TIME ZONE that always hands back an aware UTC datetime.
+
+    The one place for the naive-UTC fix-up: SQLite returns naive values (UTC by construction),
+    PostgreSQL returns the session's time zone. Services compare and subtract them as they are.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # the codebase only makes UTC datetimes
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     registry = registry(
         metadata=MetaData(naming_convention=NAMING_CONVENTION),
-        type_annotation_map={datetime: DateTime(timezone=True), dict[str, Any]: JSONType},
+        type_annotation_map={datetime: UTCDateTime(), dict[str, Any]: JSONType},
     )
 
 
@@ -40,11 +63,9 @@ class Timestamps:
 
 
 def isoformat(value: datetime | None) -> str | None:
-    """UTC ISO 8601 with a Z; SQLite hands back naive datetimes that are UTC by construction."""
+    """UTC ISO 8601 with a Z (columns are aware UTC datetimes: UTCDateTime)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import click
 from flask import current_app
 
-from gateway.cli import Progress
+from gateway.cli import CommandFailed, Progress
 from gateway.cli import users as users_group
 from gateway.errors import Problem
 from gateway.extensions import db
@@ -28,8 +27,7 @@ def backfill_command(page_size: int) -> None:
     """Page through the Clerk Backend API's users and upsert each (idempotent)."""
     config = current_app.config["GATEWAY"]
     if not config.clerk_secret_key:
-        click.echo("error: CLERK_SECRET_KEY is not set; the Backend API needs it.", err=True)
-        sys.exit(1)
+        raise CommandFailed("CLERK_SECRET_KEY is not set; the Backend API needs it.")
     counts = BackfillCounts()
     api = backfill_api(config.clerk_api_url, config.clerk_secret_key)
     pages = fetch_user_pages(api, page_size=page_size, counts=counts)
@@ -39,10 +37,9 @@ def backfill_command(page_size: int) -> None:
     except Problem as exc:
         db.session.rollback()
         _print_counts(counts)
-        click.echo(
-            f"error: {exc.code}: {exc.detail} Re-run to continue; it is idempotent.", err=True
-        )
-        sys.exit(1)
+        raise CommandFailed(
+            f"{exc.code}: {exc.detail} Re-run to continue; it is idempotent."
+        ) from None
     _print_counts(counts)
     if counts.no_email or counts.invalid:
         click.echo("users without a primary email (or not user objects) were skipped.")

@@ -278,8 +278,6 @@ def is_stale(stored: datetime | None, incoming_ms: int | None) -> bool:
     """An incoming Clerk `updated_at` (ms) no newer than the stored one changes nothing."""
     if stored is None or incoming_ms is None:
         return False
-    if stored.tzinfo is None:  # SQLite returns naive UTC
-        stored = stored.replace(tzinfo=UTC)
     return incoming_ms <= round(stored.timestamp() * 1000)
 
 

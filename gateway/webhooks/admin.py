@@ -9,10 +9,12 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from gateway.auth.bearer import bearer_credential
 from gateway.auth.public import public
 from gateway.errors import InvalidBody, NotFound, Problem
 from gateway.extensions import db
 from gateway.jobs import APPLY_WEBHOOK_EVENTS, enqueue
+from gateway.models import EventStatus
 from gateway.users.service import UserNotFound, find_by_clerk_id, find_by_email
 from gateway.webhooks.bulk_replay import parse_replay_filter, replay_in_bulk
 from gateway.webhooks.handoff import publish_event
@@ -48,10 +50,10 @@ def admin_only(view: F) -> F:
         keys = current_app.config["GATEWAY"].admin_api_keys
         if not keys:
             raise NotFound()  # unset: the admin surface does not exist
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not keys_match(given.strip(), keys):
+        given = bearer_credential(request.headers.get("Authorization"))
+        if given is None or not keys_match(given, keys):
             challenge = 'Bearer realm="admin"'
-            if scheme.lower() == "bearer" and given.strip():
+            if given is not None:
                 challenge += ', error="invalid_token"'  # RFC 6750: a key was given, and is wrong
             raise AdminKeyInvalid(headers={"WWW-Authenticate": challenge})
         return view(*args, **kwargs)
@@ -92,7 +94,7 @@ def list_webhook_events() -> Response:
 @admin_only
 def replay_webhook_event(svix_id: str) -> tuple[Response, int]:
     event = prepare_replay(db.session(), svix_id)
-    if event.status == "received":
+    if event.status == EventStatus.RECEIVED:
         publish_event(current_app._get_current_object(), event.id)  # type: ignore[attr-defined]
     db.session.refresh(event)
     return jsonify(event=event.to_dict()), 202

@@ -12,10 +12,11 @@ import click
 from flask import current_app
 from svix.webhooks import Webhook
 
-from gateway.cli import Progress, dev, send_dev_event, users, webhooks
+from gateway.cli import CommandFailed, Progress, dev, send_dev_event, users, webhooks
 from gateway.errors import Problem
 from gateway.extensions import db
 from gateway.jobs import APPLY_WEBHOOK_EVENTS, enqueue
+from gateway.models import EventStatus
 from gateway.models.base import isoformat
 from gateway.organizations.service import EVENT_TYPES as ORGANIZATION_EVENT_TYPES
 from gateway.users.service import find_by_clerk_id
@@ -31,10 +32,6 @@ DEV_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"}) | 
 )
 
 
-def _fail(problem: Problem) -> click.ClickException:
-    return click.ClickException(f"{problem.code}: {problem.detail}")
-
-
 @webhooks.command("list")
 @click.option("--status", help="received, queued, processing, processed, ignored, invalid, failed")
 @click.option("--type", "event_type", help="e.g. user.updated")
@@ -44,7 +41,7 @@ def list_command(status: str | None, event_type: str | None, limit: str) -> None
     try:
         status, event_type, number = parse_list_filters(status, event_type, limit)
     except Problem as problem:
-        raise _fail(problem) from None
+        raise CommandFailed.from_problem(problem) from None
     events = list_events(db.session(), status=status, event_type=event_type, limit=number)
     for event in events:
         click.echo(
@@ -76,13 +73,13 @@ def replay_command(
     try:
         event = prepare_replay(db.session(), svix_id)
     except Problem as problem:
-        raise _fail(problem) from None
-    if event.status != "received":
+        raise CommandFailed.from_problem(problem) from None
+    if event.status != EventStatus.RECEIVED:
         click.echo(f"{svix_id}: {event.status}, nothing a worker can do with it")
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if not publish_event(app, event.id):
-        raise click.ClickException(f"{svix_id}: broker unavailable; the sweep will queue it")
+        raise CommandFailed(f"{svix_id}: broker unavailable; the sweep will queue it")
     click.echo(f"{svix_id}: queued")
 
 
@@ -90,7 +87,7 @@ def _replay_bulk(status: str, event_type: str | None, since: str | None, limit: 
     try:
         what = parse_replay_filter(status, event_type, since, limit)
     except Problem as problem:
-        raise _fail(problem) from None
+        raise CommandFailed.from_problem(problem) from None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with Progress("replay") as progress:
         result = replay_in_bulk(
@@ -101,7 +98,7 @@ def _replay_bulk(status: str, event_type: str | None, since: str | None, limit: 
         )
     click.echo(result.summary())
     if result.queued and not result.woken:
-        raise SystemExit(1)
+        raise CommandFailed("the broker did not take the wake-up; the sweep will send one")
 
 
 @webhooks.command("requeue")
@@ -121,7 +118,7 @@ def requeue_command(older_than: float | None, claim_ttl: float | None) -> None:
         f"{result.found} waiting ({result.reclaimed} from dead workers), {result.enqueued} queued"
     )
     if result.enqueued < result.found:
-        raise click.ClickException("broker unavailable; the rest waits for the next sweep")
+        raise CommandFailed("broker unavailable; the rest waits for the next sweep")
 
 
 @users.command("show")
@@ -130,7 +127,7 @@ def show_user_command(clerk_user_id: str) -> None:
     """One user as mirrored from Clerk (the admin view)."""
     user = find_by_clerk_id(db.session(), clerk_user_id)
     if user is None:
-        raise click.ClickException(f"user_not_found: {clerk_user_id}")
+        raise CommandFailed(f"user_not_found: {clerk_user_id}")
     click.echo(json.dumps(user.to_admin_dict(), indent=2))
 
 
@@ -168,15 +165,15 @@ def dev_webhook_command(
     """Send a Svix-signed Clerk event to the running local gateway (development mode only)."""
     config = current_app.config["GATEWAY"]
     if not config.dev_mode:
-        raise click.ClickException("development mode only (GATEWAY_ENV=development, no Clerk keys)")
+        raise CommandFailed("development mode only (GATEWAY_ENV=development, no Clerk keys)")
     now_ms = int(time.time() * 1000)
     if event_type.startswith("user."):
         if not user_id:
-            raise click.ClickException("--user is required for user events")
+            raise CommandFailed("--user is required for user events")
         data = _dev_user_data(event_type, user_id, email, first_name, last_name, now_ms)
     else:
         if not org_id or (event_type.startswith("organizationMembership.") and not user_id):
-            raise click.ClickException("--org (and --user for membership events) is required")
+            raise CommandFailed("--org (and --user for membership events) is required")
         data = _dev_organization_data(event_type, org_id, org_name, user_id, role, now_ms)
     body = json.dumps({"data": data, "object": "event", "type": event_type, "timestamp": now_ms})
     msg_id = f"msg_dev_{uuid.uuid4().hex}"
@@ -208,7 +205,7 @@ def _dev_user_data(
     if event_type == "user.deleted":
         return data | {"deleted": True}
     if not email:
-        raise click.ClickException("--email is required for user.created/user.updated")
+        raise CommandFailed("--email is required for user.created/user.updated")
     return data | {
         "email_addresses": [
             {

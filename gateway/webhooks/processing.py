@@ -28,10 +28,10 @@ from typing import Any
 import kombu.exceptions
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import ColumnElement, Table, and_, bindparam, exists, or_, select, update
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from gateway.config import Config
+from gateway.extensions import DATABASE_DOWN_ERRORS
 from gateway.jobs import CLAIM_LEASE_SECONDS
 from gateway.models import EventStatus, WebhookEvent
 from gateway.models.base import utcnow
@@ -41,12 +41,10 @@ from gateway.webhooks.handlers import handler_for
 
 log = logging.getLogger(__name__)
 
-# Worth retrying: the database or the broker did not answer (deadlocks and serialization
-# failures are OperationalErrors too). Everything else is a fact about the event.
+# Worth retrying: the database or the broker did not answer. Everything else is a fact about
+# the event.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
+    *DATABASE_DOWN_ERRORS,
     kombu.exceptions.OperationalError,
 )
 # Events per claim and per apply transaction: large enough that the per-transaction costs (claim,

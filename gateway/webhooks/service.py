@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from gateway.errors import Problem
+from gateway.extensions import DATABASE_DOWN_ERRORS
 from gateway.jobs import CLAIM_LEASE_SECONDS
 from gateway.models import EventSource, EventStatus, WebhookEvent
 from gateway.models.base import utcnow
@@ -29,7 +30,6 @@ MAX_EVENT_ID_LENGTH = 255  # webhook_events.svix_id
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
 _BIGINT_MAX = 2**63 - 1
 # Errors that mean "the database is not answering", as opposed to "this data is wrong".
-DATABASE_DOWN_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 class DatabaseUnavailable(Problem):
@@ -349,6 +349,4 @@ def lease_expired(claimed_at: datetime | None, now: datetime) -> bool:
     """A claim older than the lease belongs to a dead worker (gateway.jobs: CLAIM_LEASE_SECONDS)."""
     if claimed_at is None:
         return True
-    if claimed_at.tzinfo is None:
-        claimed_at = claimed_at.replace(tzinfo=now.tzinfo)
     return claimed_at < now - timedelta(seconds=CLAIM_LEASE_SECONDS)

@@ -7,12 +7,14 @@ import json
 
 import redis
 
+from gateway.jobs import QUEUE
+
 
 def queued_tasks(redis_url: str) -> list[tuple[str, list]]:
     """The tasks waiting on the `gateway` queue, as (task name, args)."""
     client = redis.Redis.from_url(redis_url)
     tasks = []
-    for raw in client.lrange("gateway", 0, -1):
+    for raw in client.lrange(QUEUE, 0, -1):
         message = json.loads(raw)
         args = json.loads(base64.b64decode(message["body"]))[0]
         tasks.append((message["headers"]["task"], args))
@@ -20,4 +22,4 @@ def queued_tasks(redis_url: str) -> list[tuple[str, list]]:
 
 
 def clear_queue(redis_url: str) -> None:
-    redis.Redis.from_url(redis_url).delete("gateway")
+    redis.Redis.from_url(redis_url).delete(QUEUE)

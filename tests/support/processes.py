@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.jobs import QUEUE
 from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +87,7 @@ def start_celery_worker(
     env: Mapping[str, str], log_path: Path, concurrency: int = 2, pool: str = "prefork"
 ) -> Proc:
     argv = [
-        str(BIN / "celery"), "-A", "celery_app", "worker", "--loglevel=INFO", "--queues=gateway",
+        str(BIN / "celery"), "-A", "celery_app", "worker", "--loglevel=INFO", f"--queues={QUEUE}",
         f"--concurrency={concurrency}", f"--pool={pool}", "--without-gossip", "--without-mingle",
         "--without-heartbeat",
     ]  # fmt: skip

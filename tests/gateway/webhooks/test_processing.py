@@ -28,7 +28,8 @@ from gateway.webhooks.processing import DrainResult, apply_batch, claim_batch, d
 from gateway.webhooks.service import record_webhook_event
 from gateway.webhooks.sweep import sweep_webhook_events
 from tests.support.svix import clerk_event, encode, new_msg_id, new_user_id
-from worker.webhooks import retry_countdown
+from worker.backoff import backoff_seconds
+from worker.webhooks import BACKOFF_CAP_SECONDS, MAX_RETRIES
 
 
 def store(app, event) -> int:
@@ -299,12 +300,13 @@ def test_sweep_broker_down_leaves_rows_waiting(app):
     assert row(app, event_id).status == "received"
 
 
-def test_retry_countdown_grows_and_stays_far_below_visibility_timeout():
-    caps = [max(retry_countdown(n) for _ in range(200)) for n in range(5)]
+def test_webhook_retry_backoff_grows_and_stays_far_below_visibility_timeout():
+    delays = [[backoff_seconds(n, BACKOFF_CAP_SECONDS) for _ in range(200)] for n in range(5)]
 
-    assert all(1.0 <= cap <= 2.0 ** (n + 1) for n, cap in enumerate(caps))
-    assert caps[4] > caps[0]
-    assert sum(2.0 ** (n + 1) for n in range(5)) < 3600 / 10
+    assert all(2.0**n <= min(d) and max(d) <= 2.0 ** (n + 1) for n, d in enumerate(delays))
+    assert max(delays[4]) > max(delays[0])
+    worst = sum(min(BACKOFF_CAP_SECONDS, 2.0 ** (n + 1)) for n in range(MAX_RETRIES))
+    assert worst < 3600 / 10
 
 
 @pytest.mark.parametrize(
