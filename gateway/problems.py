@@ -25,7 +25,7 @@ from gateway.auth.tokens import (
     TokenNotActiveYet,
 )
 from gateway.billing.entitlement import SubscriptionRequired
-from gateway.billing.stripe import (
+from gateway.billing.problems import (
     StripeCustomerAlreadyLinked,
     StripeCustomerNotFound,
     StripeDisabled,

@@ -1,4 +1,4 @@
-"""Stripe tasks: thin shims over gateway.billing.stripe. Ids in, one short outcome out."""
+"""Stripe tasks: thin shims over gateway.billing.customers. Ids in, one short outcome out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import stripe as stripe_lib
 from celery import Task, shared_task
 from flask import current_app
 
-from gateway.billing import stripe as billing
+from gateway.billing import customers
+from gateway.billing.client import client_from_config
+from gateway.billing.problems import StripeUnavailable
 from gateway.errors import Problem
 from gateway.extensions import DATABASE_DOWN_ERRORS, db
 from gateway.jobs import ENSURE_STRIPE_CUSTOMER, MARK_CUSTOMER_DELETED, PUSH_CUSTOMER_CHANGES
@@ -25,29 +27,29 @@ MAX_RETRIES = 10
 # Stripe outages can last minutes: retries spread up to ten minutes apart.
 BACKOFF_CAP_SECONDS = 600.0
 # Worth a retry: Stripe or the database did not answer.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (billing.StripeUnavailable, *DATABASE_DOWN_ERRORS)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (StripeUnavailable, *DATABASE_DOWN_ERRORS)
 
-Service = Callable[[Any, stripe_lib.StripeClient, int], billing.Outcome]
+Service = Callable[[Any, stripe_lib.StripeClient, int], customers.Outcome]
 
 
 @shared_task(name=ENSURE_STRIPE_CUSTOMER, bind=True, max_retries=MAX_RETRIES)
 def ensure_stripe_customer(self: Task, user_id: int) -> dict[str, Any]:
-    return _run(self, "ensure_stripe_customer", billing.ensure_stripe_customer, user_id)
+    return _run(self, "ensure_stripe_customer", customers.ensure_stripe_customer, user_id)
 
 
 @shared_task(name=PUSH_CUSTOMER_CHANGES, bind=True, max_retries=MAX_RETRIES)
 def push_customer_changes(self: Task, user_id: int) -> dict[str, Any]:
-    return _run(self, "push_customer_changes", billing.push_customer_changes, user_id)
+    return _run(self, "push_customer_changes", customers.push_customer_changes, user_id)
 
 
 @shared_task(name=MARK_CUSTOMER_DELETED, bind=True, max_retries=MAX_RETRIES)
 def mark_customer_deleted(self: Task, user_id: int) -> dict[str, Any]:
-    return _run(self, "mark_customer_deleted", billing.mark_customer_deleted, user_id)
+    return _run(self, "mark_customer_deleted", customers.mark_customer_deleted, user_id)
 
 
 def _run(task: Task, job: str, service: Service, user_id: int) -> dict[str, Any]:
     extra = {"task_id": task.request.id}
-    client = billing.client_from_config(current_app.config["GATEWAY"])
+    client = client_from_config(current_app.config["GATEWAY"])
     if client is None:
         log.info("%s user=%s: skipped, STRIPE_API_KEY is not set", job, user_id, extra=extra)
         return {"status": "stripe_disabled"}

@@ -11,14 +11,11 @@ import click
 import stripe as stripe_lib
 from flask import current_app
 
+from gateway.billing.client import client_from_config
+from gateway.billing.link import link_user_to_stripe_customer
+from gateway.billing.problems import StripeDisabled
+from gateway.billing.reconcile import DRIFT_KINDS, reconcile
 from gateway.billing.signatures import sign_stripe_payload, stripe_webhook_secrets
-from gateway.billing.stripe import (
-    DRIFT_KINDS,
-    StripeDisabled,
-    client_from_config,
-    link_user_to_stripe_customer,
-    reconcile,
-)
 from gateway.billing.subscriptions import (
     CUSTOMER_DELETED,
     STRIPE_HANDLED_TYPES,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.billing.stripe import DRIFT_KINDS
+from gateway.billing.reconcile import DRIFT_KINDS
 from gateway.extensions import db
 from gateway.models import User
 from gateway.users.service import soft_delete_clerk_user

@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.billing import stripe as billing
+from gateway.billing.client import client_from_config
+from gateway.billing.customers import (
+    Outcome,
+    ensure_stripe_customer,
+    mark_customer_deleted,
+    push_customer_changes,
+)
+from gateway.billing.link import link_user_to_stripe_customer
+from gateway.billing.problems import StripeCustomerAlreadyLinked, StripeCustomerNotFound
 from gateway.extensions import db
 from gateway.models import User
 from gateway.users.service import soft_delete_clerk_user
@@ -20,7 +28,7 @@ def stripe_app(make_app, localstripe):
 
 
 def client_for(app):
-    return billing.client_from_config(app.config["GATEWAY"])
+    return client_from_config(app.config["GATEWAY"])
 
 
 def test_ensure_stripe_customer_new_user_creates_linked_customer(stripe_app, localstripe):
@@ -28,7 +36,7 @@ def test_ensure_stripe_customer_new_user_creates_linked_customer(stripe_app, loc
         user_id = add_user(
             db.session, "user_new", "new@example.com", first_name="Ada", last_name="L"
         )
-        outcome = billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
         user = db.session.get(User, user_id)
 
     customers = list_customers(localstripe)
@@ -43,8 +51,8 @@ def test_ensure_stripe_customer_new_user_creates_linked_customer(stripe_app, loc
 def test_ensure_stripe_customer_run_twice_keeps_one_customer(stripe_app, localstripe):
     with stripe_app.app_context():
         user_id = add_user(db.session, "user_twice")
-        first = billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
-        second = billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
+        first = ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
+        second = ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
 
     assert (first.status, second.status) == ("created", "already_linked")
     assert second.customer_id == first.customer_id
@@ -57,7 +65,7 @@ def test_ensure_stripe_customer_ten_threads_one_user_link_exactly_one_customer(
     with stripe_app.app_context():
         user_id = add_user(db.session, "user_race")
     barrier = threading.Barrier(10)
-    outcomes: list[billing.Outcome] = []
+    outcomes: list[Outcome] = []
     errors: list[BaseException] = []
 
     def job() -> None:
@@ -65,9 +73,7 @@ def test_ensure_stripe_customer_ten_threads_one_user_link_exactly_one_customer(
         with stripe_app.app_context():
             barrier.wait(timeout=10)
             try:
-                outcomes.append(
-                    billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
-                )
+                outcomes.append(ensure_stripe_customer(db.session, client_for(stripe_app), user_id))
             except BaseException as exc:
                 errors.append(exc)
             finally:
@@ -93,7 +99,7 @@ def test_ensure_stripe_customer_inactive_user_creates_nothing(stripe_app, locals
         user_id = add_user(db.session, "user_gone")
         soft_delete_clerk_user(db.session, "user_gone")
         db.session.commit()
-        outcome = billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
 
     assert outcome.status == "skipped_inactive"
     assert list_customers(localstripe) == []
@@ -110,47 +116,47 @@ def test_ensure_stripe_customer_old_user_reuses_existing_customer(stripe_app, lo
         user_id = add_user(
             db.session, "u_old", "old@example.com", created_at=datetime(2020, 1, 1, tzinfo=UTC)
         )
-        outcome = billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
 
-    assert outcome == billing.Outcome("found", existing["id"])
+    assert outcome == Outcome("found", existing["id"])
     assert len(list_customers(localstripe)) == 2
 
 
 def test_push_customer_changes_changed_email_and_name_reach_customer(stripe_app, localstripe):
     with stripe_app.app_context():
         user_id = add_user(db.session, "user_mail", "before@example.com", first_name="A")
-        linked = billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
+        linked = ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
         user = db.session.get(User, user_id)
         user.email, user.first_name, user.last_name = "after@example.com", "B", "C"
         db.session.commit()
-        outcome = billing.push_customer_changes(db.session, client_for(stripe_app), user_id)
+        outcome = push_customer_changes(db.session, client_for(stripe_app), user_id)
 
     (customer,) = list_customers(localstripe)
-    assert outcome == billing.Outcome("updated", linked.customer_id)
+    assert outcome == Outcome("updated", linked.customer_id)
     assert (customer["email"], customer["name"]) == ("after@example.com", "B C")
 
 
 def test_push_customer_changes_unlinked_user_gets_customer(stripe_app, localstripe):
     with stripe_app.app_context():
         user_id = add_user(db.session, "user_late", "late@example.com")
-        outcome = billing.push_customer_changes(db.session, client_for(stripe_app), user_id)
+        outcome = push_customer_changes(db.session, client_for(stripe_app), user_id)
 
     (customer,) = list_customers(localstripe)
-    assert outcome == billing.Outcome("created", customer["id"])
+    assert outcome == Outcome("created", customer["id"])
     assert customer["email"] == "late@example.com"
 
 
 def test_mark_customer_deleted_deleted_user_customer_kept_and_marked(stripe_app, localstripe):
     with stripe_app.app_context():
         user_id = add_user(db.session, "user_del")
-        linked = billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
+        linked = ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
         soft_delete_clerk_user(db.session, "user_del")
         db.session.commit()
-        outcome = billing.mark_customer_deleted(db.session, client_for(stripe_app), user_id)
+        outcome = mark_customer_deleted(db.session, client_for(stripe_app), user_id)
         deleted_at = db.session.get(User, user_id).deleted_at
 
     (customer,) = list_customers(localstripe)
-    assert outcome == billing.Outcome("marked", linked.customer_id)
+    assert outcome == Outcome("marked", linked.customer_id)
     assert customer["id"] == linked.customer_id
     assert customer["metadata"]["clerk_user_id"] == "user_del"
     marked = datetime.fromisoformat(customer["metadata"]["clerk_deleted_at"])
@@ -160,8 +166,8 @@ def test_mark_customer_deleted_deleted_user_customer_kept_and_marked(stripe_app,
 def test_mark_customer_deleted_active_user_changes_nothing(stripe_app, localstripe):
     with stripe_app.app_context():
         user_id = add_user(db.session, "user_alive")
-        billing.ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
-        outcome = billing.mark_customer_deleted(db.session, client_for(stripe_app), user_id)
+        ensure_stripe_customer(db.session, client_for(stripe_app), user_id)
+        outcome = mark_customer_deleted(db.session, client_for(stripe_app), user_id)
 
     (customer,) = list_customers(localstripe)
     assert outcome.status == "skipped_active"
@@ -173,12 +179,12 @@ def test_link_user_to_stripe_customer_unowned_customer_linked_and_tagged(stripe_
     with stripe_app.app_context():
         user_id = add_user(db.session, "user_legacy")
         user = db.session.get(User, user_id)
-        outcome = billing.link_user_to_stripe_customer(
+        outcome = link_user_to_stripe_customer(
             db.session, client_for(stripe_app), user, customer["id"]
         )
         stored = db.session.get(User, user_id).stripe_customer_id
 
-    assert outcome == billing.Outcome("linked", customer["id"])
+    assert outcome == Outcome("linked", customer["id"])
     assert stored == customer["id"]
     assert list_customers(localstripe)[0]["metadata"] == {"clerk_user_id": "user_legacy"}
 
@@ -186,10 +192,10 @@ def test_link_user_to_stripe_customer_unowned_customer_linked_and_tagged(stripe_
 def test_link_user_to_stripe_customer_customer_of_other_user_refused(stripe_app, localstripe):
     with stripe_app.app_context():
         owner_id = add_user(db.session, "user_owner")
-        taken = billing.ensure_stripe_customer(db.session, client_for(stripe_app), owner_id)
+        taken = ensure_stripe_customer(db.session, client_for(stripe_app), owner_id)
         other = db.session.get(User, add_user(db.session, "user_thief"))
-        with pytest.raises(billing.StripeCustomerAlreadyLinked) as refused:
-            billing.link_user_to_stripe_customer(
+        with pytest.raises(StripeCustomerAlreadyLinked) as refused:
+            link_user_to_stripe_customer(
                 db.session, client_for(stripe_app), other, taken.customer_id
             )
         assert db.session.get(User, other.id).stripe_customer_id is None
@@ -203,20 +209,18 @@ def test_link_user_to_stripe_customer_metadata_names_other_clerk_user_refused(
     customer = create_customer(localstripe, metadata={"clerk_user_id": "user_elsewhere"})
     with stripe_app.app_context():
         user = db.session.get(User, add_user(db.session, "user_here"))
-        with pytest.raises(billing.StripeCustomerAlreadyLinked):
-            billing.link_user_to_stripe_customer(
-                db.session, client_for(stripe_app), user, customer["id"]
-            )
+        with pytest.raises(StripeCustomerAlreadyLinked):
+            link_user_to_stripe_customer(db.session, client_for(stripe_app), user, customer["id"])
 
 
 def test_link_user_to_stripe_customer_unknown_customer_not_found(stripe_app, localstripe):
     with stripe_app.app_context():
         user = db.session.get(User, add_user(db.session, "user_x"))
-        with pytest.raises(billing.StripeCustomerNotFound):
-            billing.link_user_to_stripe_customer(
+        with pytest.raises(StripeCustomerNotFound):
+            link_user_to_stripe_customer(
                 db.session, client_for(stripe_app), user, "cus_doesnotexist"
             )
 
 
 def test_client_from_config_without_key_is_none(make_config):
-    assert billing.client_from_config(make_config()) is None
+    assert client_from_config(make_config()) is None

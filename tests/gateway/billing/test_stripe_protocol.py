@@ -13,7 +13,13 @@ import psycopg
 import pytest
 from werkzeug import Request, Response
 
-from gateway.billing import stripe as billing
+from gateway.billing.client import MAX_NETWORK_RETRIES, client_from_config
+from gateway.billing.customers import Outcome, ensure_stripe_customer
+from gateway.billing.problems import (
+    StripeCustomerAlreadyLinked,
+    StripeRequestFailed,
+    StripeUnavailable,
+)
 from gateway.extensions import db
 from gateway.models import User
 from tests.support.stripe import TEST_KEY, add_user, customer_json, stripe_error
@@ -27,7 +33,7 @@ def recording_app(make_app, httpserver):
 
 
 def client_for(app):
-    return billing.client_from_config(app.config["GATEWAY"])
+    return client_from_config(app.config["GATEWAY"])
 
 
 def requests_to(httpserver, method, path):
@@ -51,10 +57,10 @@ def test_ensure_stripe_customer_create_sends_key_derived_from_clerk_id(recording
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "user_key", "key@example.com", first_name="K")
-        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(recording_app), user_id)
 
     (create,) = requests_to(httpserver, "POST", "/v1/customers")
-    assert outcome == billing.Outcome("created", "cus_A")
+    assert outcome == Outcome("created", "cus_A")
     assert create.headers["Idempotency-Key"] == "clerk-user-user_key-customer-v1"
     assert create.headers["Authorization"] == f"Bearer {TEST_KEY}"
     assert create.form.to_dict() == {
@@ -74,10 +80,10 @@ def test_ensure_stripe_customer_after_customer_deleted_sends_a_new_key(recording
     deleted_at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     with recording_app.app_context():
         user_id = add_user(db.session, "user_again", stripe_customer_deleted_at=deleted_at)
-        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(recording_app), user_id)
 
     (create,) = requests_to(httpserver, "POST", "/v1/customers")
-    assert outcome == billing.Outcome("created", "cus_B")
+    assert outcome == Outcome("created", "cus_B")
     expected = f"clerk-user-user_again-customer-after-{int(deleted_at.timestamp())}"
     assert create.headers["Idempotency-Key"] == expected
 
@@ -90,7 +96,7 @@ def test_ensure_stripe_customer_stripe_500_then_success_same_key_one_link(
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "u5")
-        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(recording_app), user_id)
         stored = db.session.get(User, user_id).stripe_customer_id
 
     creates = requests_to(httpserver, "POST", "/v1/customers")
@@ -105,12 +111,12 @@ def test_ensure_stripe_customer_stripe_keeps_500_transient_error(recording_app, 
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "u503")
-        with pytest.raises(billing.StripeUnavailable) as raised:
-            billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        with pytest.raises(StripeUnavailable) as raised:
+            ensure_stripe_customer(db.session, client_for(recording_app), user_id)
         assert db.session.get(User, user_id).stripe_customer_id is None
 
     # stripe-python's own retries: one try and MAX_NETWORK_RETRIES more, then it is the task's.
-    assert len(requests_to(httpserver, "POST", "/v1/customers")) == 1 + billing.MAX_NETWORK_RETRIES
+    assert len(requests_to(httpserver, "POST", "/v1/customers")) == 1 + MAX_NETWORK_RETRIES
     assert raised.value.code == "stripe_unavailable"
 
 
@@ -120,8 +126,8 @@ def test_ensure_stripe_customer_rate_limited_transient_error(recording_app, http
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "u429")
-        with pytest.raises(billing.StripeUnavailable):
-            billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        with pytest.raises(StripeUnavailable):
+            ensure_stripe_customer(db.session, client_for(recording_app), user_id)
 
 
 def test_ensure_stripe_customer_stripe_400_permanent_error_one_request(recording_app, httpserver):
@@ -130,8 +136,8 @@ def test_ensure_stripe_customer_stripe_400_permanent_error_one_request(recording
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "u400", "someone@example.com")
-        with pytest.raises(billing.StripeRequestFailed) as raised:
-            billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        with pytest.raises(StripeRequestFailed) as raised:
+            ensure_stripe_customer(db.session, client_for(recording_app), user_id)
         assert db.session.get(User, user_id).stripe_customer_id is None
 
     assert len(requests_to(httpserver, "POST", "/v1/customers")) == 1
@@ -149,11 +155,11 @@ def test_ensure_stripe_customer_old_user_found_by_search_without_create(recordin
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "user_old", "now@example.com", created_at=OLD)
-        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(recording_app), user_id)
 
     (search,) = requests_to(httpserver, "GET", "/v1/customers/search")
     assert search.args["query"] == "metadata['clerk_user_id']:'user_old'"
-    assert outcome == billing.Outcome("found", "cus_S")
+    assert outcome == Outcome("found", "cus_S")
     assert requests_to(httpserver, "POST", "/v1/customers") == []
     # The found customer may hold the email of back then: it gets today's.
     (refresh,) = requests_to(httpserver, "POST", "/v1/customers/cus_S")
@@ -177,9 +183,9 @@ def test_ensure_stripe_customer_search_unsupported_falls_back_to_listing(recordi
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "user_list", created_at=OLD)
-        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(recording_app), user_id)
 
-    assert outcome == billing.Outcome("found", "cus_L")
+    assert outcome == Outcome("found", "cus_L")
     assert requests_to(httpserver, "POST", "/v1/customers") == []
 
 
@@ -192,9 +198,9 @@ def test_ensure_stripe_customer_old_user_nothing_found_creates_with_key(recordin
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "user_none", created_at=OLD)
-        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(recording_app), user_id)
 
-    assert outcome == billing.Outcome("created", "cus_N")
+    assert outcome == Outcome("created", "cus_N")
     (create,) = requests_to(httpserver, "POST", "/v1/customers")
     assert create.headers["Idempotency-Key"] == "clerk-user-user_none-customer-v1"
 
@@ -219,9 +225,9 @@ def test_ensure_stripe_customer_key_reused_with_other_params_finds_first_custome
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "user_idem")
-        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(recording_app), user_id)
 
-    assert outcome == billing.Outcome("found", "cus_F")
+    assert outcome == Outcome("found", "cus_F")
 
 
 def test_ensure_stripe_customer_customer_linked_elsewhere_refused(recording_app, httpserver):
@@ -231,8 +237,8 @@ def test_ensure_stripe_customer_customer_linked_elsewhere_refused(recording_app,
     with recording_app.app_context():
         add_user(db.session, "user_one", stripe_customer_id="cus_TAKEN")
         user_id = add_user(db.session, "user_two")
-        with pytest.raises(billing.StripeCustomerAlreadyLinked):
-            billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        with pytest.raises(StripeCustomerAlreadyLinked):
+            ensure_stripe_customer(db.session, client_for(recording_app), user_id)
         assert db.session.get(User, user_id).stripe_customer_id is None
 
 
@@ -253,8 +259,8 @@ def test_ensure_stripe_customer_link_won_elsewhere_during_create_not_overwritten
     )
     with recording_app.app_context():
         user_id = add_user(db.session, "u_race")
-        outcome = billing.ensure_stripe_customer(db.session, client_for(recording_app), user_id)
+        outcome = ensure_stripe_customer(db.session, client_for(recording_app), user_id)
         stored = db.session.get(User, user_id).stripe_customer_id
 
-    assert outcome == billing.Outcome("already_linked", "cus_FIRST")
+    assert outcome == Outcome("already_linked", "cus_FIRST")
     assert stored == "cus_FIRST"
