@@ -56,12 +56,8 @@ from gateway.organizations.service import OrganizationNotFound
 from gateway.users.backfill import BackfillFailed
 from gateway.users.service import EmailRequired, UserDeactivated, UserNotFound
 from gateway.webhooks.admin import AdminKeyInvalid
-from gateway.webhooks.service import (
-    DatabaseUnavailable,
-    InvalidQuery,
-    WebhookEventInProgress,
-    WebhookEventNotFound,
-)
+from gateway.webhooks.operations import InvalidQuery, WebhookEventInProgress, WebhookEventNotFound
+from gateway.webhooks.service import DatabaseUnavailable
 from gateway.webhooks.signatures import WebhookSignatureInvalid, WebhooksNotConfigured
 
 PROBLEMS: tuple[type[Problem], ...] = (

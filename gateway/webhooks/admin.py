@@ -18,13 +18,13 @@ from gateway.models import EventStatus
 from gateway.users.service import UserNotFound, find_by_clerk_id, find_by_email
 from gateway.webhooks.bulk_replay import parse_replay_filter, replay_in_bulk
 from gateway.webhooks.handoff import publish_event
-from gateway.webhooks.queues import queues_overview
-from gateway.webhooks.service import (
+from gateway.webhooks.operations import (
     InvalidQuery,
     list_events,
     parse_list_filters,
     prepare_replay,
 )
+from gateway.webhooks.queues import queues_overview
 
 bp = Blueprint("webhooks_admin", __name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.models import EventStatus, WebhookEvent
-from gateway.webhooks.service import InvalidQuery, mark_queued, reset_for_replay
+from gateway.webhooks.operations import InvalidQuery, reset_for_replay
+from gateway.webhooks.service import mark_queued
 
 MAX_PER_CALL = 10_000
 # Statuses worth replaying: failed (the point), processed (re-apply after a fix). Waiting events

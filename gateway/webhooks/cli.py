@@ -22,7 +22,7 @@ from gateway.organizations.service import EVENT_TYPES as ORGANIZATION_EVENT_TYPE
 from gateway.users.service import find_by_clerk_id
 from gateway.webhooks.bulk_replay import MAX_PER_CALL, parse_replay_filter, replay_in_bulk
 from gateway.webhooks.handoff import publish_event
-from gateway.webhooks.service import list_events, parse_list_filters, prepare_replay
+from gateway.webhooks.operations import list_events, parse_list_filters, prepare_replay
 from gateway.webhooks.signatures import webhook_secrets
 from gateway.webhooks.sweep import sweep_now
 
