@@ -10,12 +10,13 @@ from flask import Blueprint, Flask, current_app, g, jsonify
 from gateway.auth import service
 from gateway.auth.claims import SessionClaims
 from gateway.auth.tokens import Claims
+from gateway.billing.follow_ups import send_follow_ups, stripe_follow_ups
 from gateway.clerk_api import ClerkApi
 from gateway.config import Config
 from gateway.extensions import db
 from gateway.guards.biasguard import check_login
 from gateway.guards.runtime import guard_runtime
-from gateway.jobs import ENSURE_STRIPE_CUSTOMER, enqueue
+from gateway.jobs import enqueue
 from gateway.models import User
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
@@ -31,10 +32,12 @@ def login() -> Any:
     if config.biasguard_on_login:
         # Raises on a refusal, before any job: a login BiasGuard refused announces nothing.
         body["biasguard"] = check_login_with_biasguard(result.user, claims)
-    if result.announce and config.stripe_api_key:
+    if result.change is not None:
         # After commit (login_user committed): the worker must see the row. A broker outage only
-        # delays Stripe linking; the login still succeeds.
-        enqueue(current_app, ENSURE_STRIPE_CUSTOMER, result.user.id)
+        # delays Stripe linking (the sweep covers it); the login still succeeds.
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        follow_ups = stripe_follow_ups(result.change, config)
+        send_follow_ups(lambda task, user_id: enqueue(app, task, user_id), follow_ups)
     return jsonify(body)
 
 

@@ -13,6 +13,7 @@ from gateway.errors import Problem
 from gateway.models import User
 from gateway.users.service import (
     ClerkUser,
+    UpsertResult,
     UserDeactivated,
     UserNotFound,
     create_user_from_claims,
@@ -30,8 +31,9 @@ class ClerkDisabled(Problem):
 @dataclass(frozen=True)
 class LoginResult:
     user: User
-    # True when the user row is new or newly linked: the worker should find its Stripe customer.
-    announce: bool = False
+    # The upsert when this login made or linked the user row (gateway.billing.follow_ups decides
+    # what follows it); None when the user was already here.
+    change: UpsertResult | None = None
 
 
 def login_user(session: Session, claims: Claims, clerk_api: ClerkApi | None) -> LoginResult:
@@ -41,7 +43,7 @@ def login_user(session: Session, claims: Claims, clerk_api: ClerkApi | None) -> 
     """
     lock_clerk_user(session, claims.sub)
     user = find_by_clerk_id(session, claims.sub)
-    announce = False
+    change = None
     if user is None:
         if clerk_api is not None:
             payload = clerk_api.get_user(claims.sub)
@@ -50,13 +52,12 @@ def login_user(session: Session, claims: Claims, clerk_api: ClerkApi | None) -> 
             result = upsert_clerk_user(session, ClerkUser.from_payload(payload))
         else:
             result = create_user_from_claims(session, claims.data)
-        user = result.user
-        announce = result.created or result.linked
+        user, change = result.user, result
     if user.deactivated:
         session.rollback()
         raise UserDeactivated()
     session.commit()
-    return LoginResult(user, announce)
+    return LoginResult(user, change)
 
 
 def refresh_user(session: Session, claims: Claims) -> User:

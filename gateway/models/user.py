@@ -33,6 +33,8 @@ class User(Timestamps, Base):
     # Set by a customer.deleted event, which also clears stripe_customer_id: `flask stripe
     # reconcile` lists such users (a new customer is never created behind an operator's back).
     stripe_customer_deleted_at: Mapped[datetime | None]
+    # When the sweep last enqueued ensure_stripe_customer for it (gateway.billing.follow_ups).
+    stripe_follow_up_at: Mapped[datetime | None]
     # The subscription as Stripe's webhooks last told it (gateway.billing.subscriptions).
     subscription_status: Mapped[str | None] = mapped_column(String(32))
     subscription_price_id: Mapped[str | None] = mapped_column(String(255))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from gateway.clerk_api import ClerkApi, ClerkApiUnavailable
 from gateway.errors import Problem
-from gateway.users.service import ClerkUser, lock_clerk_user, upsert_clerk_user
+from gateway.users.service import ClerkUser, UpsertResult, lock_clerk_user, upsert_clerk_user
 
 PAGE_SIZE = 100  # Clerk allows 1..500
 # A 429's Retry-After is honoured but bounded: a backfill waits, it never sleeps for an hour.
@@ -92,9 +92,15 @@ def _failure(exc: ClerkApiUnavailable, offset: int) -> str:
 
 
 def backfill_users(
-    session: Session, pages: Iterator[list[Any]], counts: BackfillCounts
+    session: Session,
+    pages: Iterator[list[Any]],
+    counts: BackfillCounts,
+    after_commit: Callable[[UpsertResult], None] | None = None,
 ) -> BackfillCounts:
-    """Upsert every user of every page; one short transaction per user. Idempotent."""
+    """Upsert every user of every page; one short transaction per user. Idempotent.
+
+    `after_commit` gets each upsert once its row is visible (the CLI enqueues its Stripe job).
+    """
     for page in pages:
         counts.pages += 1
         for payload in page:
@@ -112,6 +118,8 @@ def backfill_users(
             lock_clerk_user(session, clerk.id)
             result = upsert_clerk_user(session, clerk)
             session.commit()
+            if after_commit is not None:
+                after_commit(result)
             if result.skipped == "stale":
                 counts.unchanged += 1
             elif result.skipped == "deleted":

@@ -8,10 +8,12 @@ from typing import Any
 import click
 from flask import current_app
 
+from gateway.billing.follow_ups import send_follow_ups, stripe_follow_ups
 from gateway.cli import CommandFailed, Progress
 from gateway.cli import users as users_group
 from gateway.errors import Problem
 from gateway.extensions import db
+from gateway.jobs import enqueue
 from gateway.users.backfill import (
     PAGE_SIZE,
     BackfillCounts,
@@ -19,6 +21,7 @@ from gateway.users.backfill import (
     backfill_users,
     fetch_user_pages,
 )
+from gateway.users.service import UpsertResult
 
 
 @users_group.command("backfill")
@@ -28,12 +31,20 @@ def backfill_command(page_size: int) -> None:
     config = current_app.config["GATEWAY"]
     if not config.clerk_secret_key:
         raise CommandFailed("CLERK_SECRET_KEY is not set; the Backend API needs it.")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def follow_up(result: UpsertResult) -> None:
+        # The same rule as login and the webhook worker; what the broker refuses, the sweep sends.
+        send_follow_ups(
+            lambda task, user_id: enqueue(app, task, user_id), stripe_follow_ups(result, config)
+        )
+
     counts = BackfillCounts()
     api = backfill_api(config.clerk_api_url, config.clerk_secret_key)
     pages = fetch_user_pages(api, page_size=page_size, counts=counts)
     try:
         with Progress("backfill") as progress:
-            backfill_users(db.session(), _counted(pages, progress), counts)
+            backfill_users(db.session(), _counted(pages, progress), counts, after_commit=follow_up)
     except Problem as exc:
         db.session.rollback()
         _print_counts(counts)

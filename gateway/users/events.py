@@ -9,14 +9,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from gateway.billing.follow_ups import stripe_follow_ups
 from gateway.config import Config
-from gateway.jobs import ENSURE_STRIPE_CUSTOMER, MARK_CUSTOMER_DELETED, PUSH_CUSTOMER_CHANGES
 from gateway.models import EventStatus, User
 from gateway.users.service import (
     LOOKUP,
     ClerkUser,
     EmailRequired,
-    UpsertResult,
     find_by_clerk_ids,
     lock_clerk_user,
     lock_clerk_users,
@@ -24,9 +23,6 @@ from gateway.users.service import (
     upsert_clerk_user,
 )
 from gateway.webhooks.events import BATCH_SCRATCH, Outcome, StoredEvent
-
-# Fields a Stripe customer carries: a change to one of them is pushed to Stripe.
-STRIPE_FIELDS = frozenset({"email", "first_name", "last_name"})
 
 
 def prepare_user_events(session: Session, events: list[StoredEvent]) -> None:
@@ -69,24 +65,3 @@ def _batch_users(session: Session) -> dict[str, User | None]:
     scratch: dict[str, Any] = session.info.setdefault(BATCH_SCRATCH, {})
     users: dict[str, User | None] = scratch.setdefault("users", {})
     return users
-
-
-def stripe_follow_ups(
-    result: UpsertResult, config: Config, deleted: bool = False
-) -> tuple[tuple[str, int], ...]:
-    """The Stripe task a user change calls for: a new active user gets a customer, a change of
-    email or name is pushed, a deletion marks the customer. None without STRIPE_API_KEY."""
-    if not config.stripe_api_key or result.skipped is not None:
-        return ()
-    user = result.user
-    if deleted:
-        # A tombstone for an unknown user has no customer to mark.
-        return () if result.created else ((MARK_CUSTOMER_DELETED, user.id),)
-    if not user.is_active:
-        return ()
-    if result.created or result.linked:
-        return ((ENSURE_STRIPE_CUSTOMER, user.id),)
-    if result.changed & STRIPE_FIELDS:
-        # Pushes the new email/name; creates the customer when the user has none yet.
-        return ((PUSH_CUSTOMER_CHANGES, user.id),)
-    return ()

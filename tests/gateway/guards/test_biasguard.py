@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from gateway.billing.follow_ups import SWEEP_GRACE, sweep_users_without_customer
 from gateway.config import Config, ConfigError
 from gateway.extensions import db
-from gateway.jobs import PING, enqueue
+from gateway.jobs import ENSURE_STRIPE_CUSTOMER, PING, enqueue
 from gateway.models import BiasguardAuditLog, User
+from gateway.models.base import utcnow
 from tests.gateway.guards.upstream import GUARD_TIMEOUT, Upstream
 from tests.support.broker import clear_queue, queued_tasks
 from tests.support.clerk import ISSUER, ClerkBackend
@@ -232,3 +235,20 @@ def test_login_biasguard_refused_new_user_enqueues_nothing(
     tasks = wait_until(lambda: queued_tasks(redis_url), timeout=10)
     clear_queue(redis_url)
     assert tasks == [(PING, [])]
+
+    # The refused login created the row; the sweep gives it its Stripe customer (durable).
+    with app.app_context():
+        user = db.session.scalars(select(User).where(User.clerk_user_id == "user_gus")).one()
+        assert user.stripe_customer_id is None
+        later = utcnow() + SWEEP_GRACE + timedelta(seconds=1)
+        sent = sweep_users_without_customer(
+            db.session(),
+            lambda task, user_id: enqueue(app, task, user_id),
+            app.config["GATEWAY"],
+            later,
+        )
+    assert sent == 1
+    assert wait_until(lambda: queued_tasks(redis_url), timeout=10) == [
+        (ENSURE_STRIPE_CUSTOMER, [user.id])
+    ]
+    clear_queue(redis_url)

@@ -10,9 +10,11 @@ from sqlalchemy import func, select
 from werkzeug import Request, Response
 
 from gateway.extensions import db
+from gateway.jobs import ENSURE_STRIPE_CUSTOMER
 from gateway.models import User
 from gateway.users import backfill
 from gateway.users.service import soft_delete_clerk_user
+from tests.support.broker import clear_queue, queued_tasks
 
 SECRET = "sk_test_backfill"
 TOTAL = 250
@@ -235,3 +237,24 @@ def test_fetch_user_pages_clerk_500_then_page_is_retried(httpserver):
 
     assert [user["id"] for page in pages for user in page] == ["user_0001"]
     assert len(waits) == 1
+
+
+def test_users_backfill_with_stripe_enqueues_each_new_users_customer_job(
+    make_app, httpserver, clerk, redis_url
+):
+    # The same rule as login and the webhook worker (gateway.billing.follow_ups).
+    app = make_app(
+        CLERK_SECRET_KEY=SECRET,
+        CLERK_API_URL=httpserver.url_for("/v1"),
+        STRIPE_API_KEY="sk_test_backfill",
+    )
+    clear_queue(redis_url)
+
+    assert run_backfill(app, "--page-size", "100").exit_code == 0
+
+    tasks = queued_tasks(redis_url)
+    clear_queue(redis_url)
+    with app.app_context():
+        ids = db.session.scalars(select(User.id).order_by(User.id)).all()
+    assert sorted(tasks) == sorted((ENSURE_STRIPE_CUSTOMER, [user_id]) for user_id in ids)
+    assert len(ids) == TOTAL - len(NO_EMAIL)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text, update
 
+from gateway.billing.follow_ups import stripe_follow_ups
 from gateway.extensions import db
 from gateway.jobs import (
     APPLY_TIME_LIMIT_SECONDS,
@@ -22,7 +23,6 @@ from gateway.jobs import (
 )
 from gateway.models import User, WebhookEvent
 from gateway.models.base import utcnow
-from gateway.users.events import stripe_follow_ups
 from gateway.users.service import UpsertResult
 from gateway.webhooks.processing import DrainResult, apply_batch, claim_batch, drain
 from gateway.webhooks.service import record_webhook_event
