@@ -11,3 +11,6 @@ except ConfigError as exc:
     sys.exit(str(exc))
 
 celery = flask_app.extensions["celery"]
+# The worker's process-wide default app (what @shared_task binds to), set by its entry point only:
+# create_app sets nothing global, so a process that builds several apps (tests) keeps them apart.
+celery.set_default()

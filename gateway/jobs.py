@@ -167,7 +167,6 @@ def celery_init_app(app: Flask, config: Config) -> Celery:
         },
     )
     celery.Task.flask_app = app  # type: ignore[attr-defined]
-    celery.set_default()
     app.extensions["celery"] = celery
     app.extensions["celery_publisher"] = _Publisher()
     return celery

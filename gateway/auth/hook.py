@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from flask import Flask, Request, current_app, g, request
@@ -18,13 +17,16 @@ from gateway.auth.tokens import (
     VerifierSettings,
 )
 from gateway.config import Config, frontend_api_host
+from gateway.per_process import PerProcess
 
 SESSION_COOKIE = "__session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_build_lock = threading.Lock()
+VERIFIER_KEY = "clerk_verifier"
 
 
 def register(app: Flask) -> None:
+    config: Config = app.config["GATEWAY"]
+    app.extensions[VERIFIER_KEY] = PerProcess(lambda: build_verifier(config))
     app.before_request(authenticate)
 
 
@@ -78,14 +80,8 @@ def token_from_request(req: Request) -> tuple[str | None, bool]:
 
 def get_verifier(app: Flask) -> SessionVerifier:
     """Built on first use in each process (after gunicorn forks), then shared by its threads."""
-    verifier = app.extensions.get("clerk_verifier")
-    if verifier is None:
-        with _build_lock:
-            verifier = app.extensions.get("clerk_verifier")
-            if verifier is None:
-                verifier = build_verifier(app.config["GATEWAY"])
-                app.extensions["clerk_verifier"] = verifier
-    return verifier
+    holder: PerProcess[SessionVerifier] = app.extensions[VERIFIER_KEY]
+    return holder.get()
 
 
 def build_verifier(config: Config) -> SessionVerifier:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify
+from flask.blueprints import BlueprintSetupState
 
 from gateway.auth import service
 from gateway.auth.claims import SessionClaims
@@ -18,9 +18,10 @@ from gateway.guards.biasguard import check_login
 from gateway.guards.runtime import guard_runtime
 from gateway.jobs import enqueue
 from gateway.models import User
+from gateway.per_process import PerProcess
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
-_api_lock = threading.Lock()
+CLERK_API_KEY = "clerk_api"
 
 
 @bp.post("/login")
@@ -86,12 +87,15 @@ def _session_claims() -> Claims:
     return Claims(g.clerk_claims)
 
 
+@bp.record_once
+def _init_clerk_api(state: BlueprintSetupState) -> None:
+    config: Config = state.app.config["GATEWAY"]
+    state.app.extensions[CLERK_API_KEY] = PerProcess(
+        lambda: None if config.dev_mode else ClerkApi.from_config(config)
+    )
+
+
 def clerk_api(app: Flask) -> ClerkApi | None:
     """One Backend API client per process; none in dev mode or without CLERK_SECRET_KEY."""
-    config: Config = app.config["GATEWAY"]
-    if config.dev_mode:
-        return None
-    if "clerk_api" not in app.extensions:
-        with _api_lock:
-            app.extensions.setdefault("clerk_api", ClerkApi.from_config(config))
-    return app.extensions["clerk_api"]
+    holder: PerProcess[ClerkApi | None] = app.extensions[CLERK_API_KEY]
+    return holder.get()

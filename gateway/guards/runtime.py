@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from gateway.config import Config
 from gateway.guards.audit import GuardAuditWriter
 from gateway.guards.client import GuardClient
 from gateway.guards.registry import GuardRegistry
+from gateway.per_process import PerProcess
 
 EXTENSION_KEY = "guards"
 
@@ -26,12 +25,7 @@ class GuardRuntime:
 
 
 class GuardsExtension:
-    """Holds one GuardRuntime per process.
-
-    Created on first use and re-created when the pid changes: sockets, locks and threads must not
-    be shared across fork (with gunicorn's --preload the app is built in the master), while every
-    thread of one process must share them (one pool, one circuit state per service).
-    """
+    """Holds one GuardRuntime per process (gateway.per_process: built after fork, on first use)."""
 
     def __init__(
         self, app: Flask, config: Config, clock: Callable[[], float] = time.monotonic
@@ -39,26 +33,15 @@ class GuardsExtension:
         self._app = app
         self._config = config
         self._clock = clock  # the circuits' clock; tests drive it by hand
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._runtime: GuardRuntime | None = None
+        self._runtime = PerProcess(self._build)
 
     def runtime(self) -> GuardRuntime:
-        runtime, pid = self._runtime, os.getpid()
-        if runtime is not None and self._pid == pid:
-            return runtime
-        with self._lock:
-            if self._runtime is None or self._pid != pid:
-                self._runtime = self._build()
-                self._pid = pid
-            return self._runtime
+        return self._runtime.get()
 
     def flush_audit(self, timeout: float = 5.0) -> bool:
         """Write the queued guard_requests rows of this process, if it made any guard call."""
-        runtime = self._runtime
-        if runtime is None or self._pid != os.getpid():
-            return True
-        return runtime.audit.flush(timeout)
+        runtime = self._runtime.built()
+        return True if runtime is None else runtime.audit.flush(timeout)
 
     def _build(self) -> GuardRuntime:
         config = self._config
