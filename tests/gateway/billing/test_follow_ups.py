@@ -48,10 +48,11 @@ def stripe_app(make_app):
 def test_sweep_users_without_customer_enqueues_each_waiting_user_once_per_interval(stripe_app):
     now = utcnow()
     old = now - SWEEP_GRACE - timedelta(seconds=1)
+    later = now + SWEEP_INTERVAL + timedelta(seconds=1)
     with stripe_app.app_context():
         waiting = add_user("user_waiting", old)
         add_user("user_linked", old, stripe_customer_id="cus_linked")
-        add_user("user_new", now)  # the direct path still has its turn
+        add_user("user_new", later)  # created just now at every sweep: the direct path's turn
         add_user("user_inactive", old, is_active=False)
         add_user("user_deleted", old, deleted_at=now)
         add_user("user_customer_deleted", old, stripe_customer_deleted_at=now)  # operator's call
@@ -63,7 +64,6 @@ def test_sweep_users_without_customer_enqueues_each_waiting_user_once_per_interv
             sweep_users_without_customer(db.session(), broker, config, now + timedelta(minutes=1))
             == 0
         )
-        later = now + SWEEP_INTERVAL + timedelta(seconds=1)
         assert sweep_users_without_customer(db.session(), broker, config, later) == 1
 
     assert broker.sent == [(ENSURE_STRIPE_CUSTOMER, waiting)] * 2

@@ -239,6 +239,7 @@ def test_login_biasguard_refused_new_user_enqueues_nothing(
     # The refused login created the row; the sweep gives it its Stripe customer (durable).
     with app.app_context():
         user = db.session.scalars(select(User).where(User.clerk_user_id == "user_gus")).one()
+        user_id = user.id
         assert user.stripe_customer_id is None
         later = utcnow() + SWEEP_GRACE + timedelta(seconds=1)
         sent = sweep_users_without_customer(
@@ -249,6 +250,6 @@ def test_login_biasguard_refused_new_user_enqueues_nothing(
         )
     assert sent == 1
     assert wait_until(lambda: queued_tasks(redis_url), timeout=10) == [
-        (ENSURE_STRIPE_CUSTOMER, [user.id])
+        (ENSURE_STRIPE_CUSTOMER, [user_id])
     ]
     clear_queue(redis_url)
