@@ -9,13 +9,8 @@ from flask import Flask, Request, current_app, g, request
 from gateway.auth.bearer import bearer_credential
 from gateway.auth.jwks import JwksCache, NoKeySource, StaticKey, fetch_jwks_over_http
 from gateway.auth.public import is_public
-from gateway.auth.tokens import (
-    CsrfOrigin,
-    KeySource,
-    SessionVerifier,
-    TokenMissing,
-    VerifierSettings,
-)
+from gateway.auth.tokens import CsrfOrigin, KeySource, TokenMissing, VerifierSettings
+from gateway.auth.verifier import SessionVerifier
 from gateway.config import Config, frontend_api_host
 from gateway.per_process import PerProcess
 

@@ -24,10 +24,10 @@ from gateway.auth.tokens import (
     MAX_TOKEN_LENGTH,
     Claims,
     TokenInvalid,
-    VerifiedTokenCache,
     VerifierSettings,
     verify_session_token,
 )
+from gateway.auth.verifier import SessionVerifier, VerifiedTokenCache
 from gateway.errors import PROBLEM_CONTENT_TYPE
 from tests.support.clerk import (
     ISSUER,
@@ -308,8 +308,6 @@ def test_session_verifier_cache_hit_skips_key_lookup_and_signature(clerk_keys):
         def get_key(self, kid):
             calls.append(kid)
             return clerk_keys.primary.private.public_key()
-
-    from gateway.auth.tokens import SessionVerifier
 
     verifier = SessionVerifier(_settings(), CountingKey())
     token = mint_token(clerk_keys.primary)
