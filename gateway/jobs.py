@@ -15,13 +15,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import kombu.exceptions
 from celery import Celery, Task
 from celery.schedules import crontab
 from flask import Flask
 
 from gateway.config import Config, ssl_cert_reqs_for
+from gateway.extensions import DATABASE_DOWN_ERRORS
 
 log = logging.getLogger(__name__)
+
+# Worth a task's retry: the database or the broker did not answer. Anything else is a fact about
+# the work (a bad event, a refused request) that retrying cannot change.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    *DATABASE_DOWN_ERRORS,
+    kombu.exceptions.OperationalError,
+)
 
 # Claims and applies waiting webhook events in batches; takes no arguments (any run drains any
 # event), so one message can stand for many events and a lost one is replaced by any other.

@@ -18,9 +18,10 @@ from gateway.jobs import (
     APPLY_WEBHOOK_EVENTS,
     CLAIM_LEASE_SECONDS,
     PROCESS_WEBHOOK_EVENT,
+    TRANSIENT_ERRORS,
     enqueue,
 )
-from gateway.webhooks.processing import TRANSIENT_ERRORS, drain
+from gateway.webhooks.processing import drain
 from worker.backoff import backoff_seconds
 
 log = logging.getLogger(__name__)

@@ -20,50 +20,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
-import kombu.exceptions
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import ColumnElement, Table, and_, bindparam, exists, or_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import Config
-from gateway.extensions import DATABASE_DOWN_ERRORS
-from gateway.jobs import CLAIM_LEASE_SECONDS
-from gateway.models import EventStatus, WebhookEvent
+from gateway.jobs import TRANSIENT_ERRORS
+from gateway.models import EventStatus
 from gateway.models.base import utcnow
-from gateway.users.service import advisory_xact_lock
+from gateway.webhooks.claims import EVENTS, Claimed, claim_batch, release_claims
 from gateway.webhooks.events import BATCH_SCRATCH, Outcome, StoredEvent
 from gateway.webhooks.handlers import handler_for
 
 log = logging.getLogger(__name__)
 
-# Worth retrying: the database or the broker did not answer. Everything else is a fact about
-# the event.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    *DATABASE_DOWN_ERRORS,
-    kombu.exceptions.OperationalError,
-)
+
 # Events per claim and per apply transaction: large enough that the per-transaction costs (claim,
 # row locks, commit) are spread thin, small enough that a transaction stays well under a second.
 BATCH_SIZE = 100
+
+
 # A run of the task stops claiming after this long and hands over to a new message, so that other
 # tasks (Stripe) interleave and no run nears the soft time limit.
 DRAIN_BUDGET_SECONDS = 10.0
-CLAIM_LOCK = "webhook-events-claim"
-ATTEMPTS_EXHAUSTED = "attempts_exhausted"
-
-_table: Table = WebhookEvent.__table__  # type: ignore[assignment]  # declared, so a Table
-_held = _table.alias("held")
-
-
-@dataclass(frozen=True)
-class Claimed:
-    event: StoredEvent
-    attempt: int  # the row's `attempts` after this claim: the claim's token
 
 
 @dataclass
@@ -118,81 +101,6 @@ def drain(
             return result
 
 
-def claim_batch(
-    session: Session, *, limit: int, max_attempts: int, now: datetime | None = None
-) -> tuple[list[Claimed], int]:
-    """Take up to `limit` waiting events (and expired claims) whose key nobody holds.
-
-    Returns the claims and how many events were failed instead, their attempts used up.
-
-    Events claimed before and not finished (their worker died, or a transient fault) come back in
-    small batches, then alone (_tier): an event that kills its worker every time uses up its own
-    attempts, not those of a whole batch of innocent neighbours.
-    """
-    now = now or utcnow()
-    claimable = _claimable(now)
-    advisory_xact_lock(session, CLAIM_LOCK)
-    rows = session.execute(
-        select(_table.c.id, _table.c.attempts, _table.c.ordering_key)
-        .where(claimable)
-        .order_by(_table.c.id)
-        .limit(limit)
-        .with_for_update(of=_table)
-    ).all()
-    exhausted: list[int] = []
-    chosen: list[int] = []
-    tier: int | None = None  # a batch holds events of one tier only (see _tier)
-    blocked: set[str | None] = set()  # keys with an earlier event left out of this batch
-    for row in rows:
-        if row.attempts >= max_attempts:
-            exhausted.append(row.id)
-            continue
-        if row.ordering_key in blocked:
-            continue
-        this = _tier(row.attempts)
-        tier = this if tier is None else tier
-        if this != tier or len(chosen) >= _TIER_LIMITS.get(tier, limit):
-            blocked.add(row.ordering_key)
-            continue
-        chosen.append(row.id)
-    if exhausted:
-        session.execute(
-            update(_table)
-            .where(_table.c.id.in_(exhausted), claimable)
-            .values(
-                status=EventStatus.FAILED.value,
-                last_error=ATTEMPTS_EXHAUSTED,
-                claimed_at=None,
-                processed_at=now,
-            )
-        )
-        log.warning("webhook events failed after %d claims: %s", max_attempts, exhausted)
-    claimed: list[Claimed] = []
-    if chosen:
-        # The same conditions again: on SQLite (no row locks) this UPDATE is what decides.
-        returned = session.execute(
-            update(_table)
-            .where(_table.c.id.in_(chosen), claimable)
-            .values(
-                status=EventStatus.PROCESSING.value,
-                attempts=_table.c.attempts + 1,
-                claimed_at=now,
-            )
-            .returning(
-                _table.c.id,
-                _table.c.svix_id,
-                _table.c.type,
-                _table.c.ordering_key,
-                _table.c.payload,
-                _table.c.attempts,
-                _table.c.source,
-            )
-        ).all()
-        claimed = [_claimed(row) for row in sorted(returned, key=lambda r: r.id)]
-    session.commit()
-    return claimed, len(exhausted)
-
-
 def apply_batch(
     session: Session, claimed: list[Claimed], config: Config, result: DrainResult
 ) -> list[tuple[str, int]]:
@@ -226,12 +134,12 @@ def _apply_in_one_transaction(
 ) -> list[tuple[str, int]]:
     held: dict[int, int] = dict(
         session.execute(  # type: ignore[arg-type]
-            select(_table.c.id, _table.c.attempts)
+            select(EVENTS.c.id, EVENTS.c.attempts)
             .where(
-                _table.c.id.in_([one.event.id for one in claimed]),
-                _table.c.status == EventStatus.PROCESSING,
+                EVENTS.c.id.in_([one.event.id for one in claimed]),
+                EVENTS.c.status == EventStatus.PROCESSING,
             )
-            .order_by(_table.c.id)
+            .order_by(EVENTS.c.id)
             .with_for_update()
         ).all()
     )
@@ -290,77 +198,10 @@ def _apply_ours(
 
 
 _MARK_DONE = (
-    update(_table)
-    .where(_table.c.id == bindparam("event_id"))
+    update(EVENTS)
+    .where(EVENTS.c.id == bindparam("event_id"))
     .values(status=bindparam("new_status"), last_error=bindparam("error"), claimed_at=None)
 )
-
-
-def release_claims(
-    session: Session, claimed: Iterable[Claimed], error: str, *, failed: bool = False
-) -> None:
-    """Give events back (claimed again by the next run) or mark them failed. Best effort: when
-    the database is down this fails too, and the events are claimed again once the lease ends."""
-    values: dict[str, Any] = {"last_error": error, "claimed_at": None}
-    if failed:
-        values |= {"status": EventStatus.FAILED.value, "processed_at": utcnow()}
-    else:
-        values["status"] = EventStatus.RECEIVED.value
-    params = [{"event_id": one.event.id, "attempt": one.attempt} for one in claimed]
-    try:
-        session.execute(
-            update(_table)
-            .where(
-                _table.c.id == bindparam("event_id"),
-                _table.c.status == EventStatus.PROCESSING,
-                _table.c.attempts == bindparam("attempt"),
-            )
-            .values(**values),
-            params,
-        )
-        session.commit()
-    except TRANSIENT_ERRORS as exc:
-        session.rollback()
-        log.warning("could not release %d webhook events: %s", len(params), type(exc).__name__)
-
-
-# Tier 0, never claimed: a full batch. Tier 1, claimed once (its batch died): up to 10 together.
-# Tier 2, claimed twice or more: alone, so a poison event is cornered by its third claim.
-_TIER_LIMITS = {1: 10, 2: 1}
-
-
-def _tier(attempts: int) -> int:
-    return min(attempts, 2)
-
-
-def lease_cutoff(now: datetime) -> datetime:
-    return now - timedelta(seconds=CLAIM_LEASE_SECONDS)
-
-
-def _claimable(now: datetime) -> ColumnElement[bool]:
-    """Waiting, or claimed by a worker whose lease ran out; and no live claim holds its key."""
-    cutoff = lease_cutoff(now)
-    key_held = exists().where(
-        _held.c.ordering_key == _table.c.ordering_key,
-        _held.c.status == EventStatus.PROCESSING,
-        _held.c.claimed_at >= cutoff,
-        _held.c.id != _table.c.id,
-    )
-    return and_(
-        or_(
-            _table.c.status.in_(EventStatus.waiting()),
-            and_(_table.c.status == EventStatus.PROCESSING, _table.c.claimed_at < cutoff),
-        ),
-        ~key_held,
-    )
-
-
-def _claimed(row: Any) -> Claimed:
-    payload = row.payload if isinstance(row.payload, dict) else {}
-    event = StoredEvent(
-        row.id, row.svix_id, row.type or "", row.ordering_key, payload, source=row.source
-    )
-    return Claimed(event, int(row.attempts))
 
 
 def _error_name(exc: BaseException) -> str:

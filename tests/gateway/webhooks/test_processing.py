@@ -24,7 +24,8 @@ from gateway.jobs import (
 from gateway.models import User, WebhookEvent
 from gateway.models.base import utcnow
 from gateway.users.service import UpsertResult
-from gateway.webhooks.processing import DrainResult, apply_batch, claim_batch, drain
+from gateway.webhooks.claims import claim_batch
+from gateway.webhooks.processing import DrainResult, apply_batch, drain
 from gateway.webhooks.service import record_webhook_event
 from gateway.webhooks.sweep import sweep_webhook_events
 from tests.support.svix import clerk_event, encode, new_msg_id, new_user_id
