@@ -85,14 +85,13 @@ def child_exit(server, worker):
 
 
 def _web_shape() -> tuple[int, int]:
-    """(processes, threads) as the app's Config reads them (WEB_CONCURRENCY, GUNICORN_THREADS)."""
-    from gateway.config import Config, ConfigError
+    """(processes, threads): WEB_CONCURRENCY and GUNICORN_THREADS, read as Config reads them."""
+    from gateway.config import ConfigError, web_process_shape
 
     try:
-        config = Config.from_env()
+        return web_process_shape()
     except ConfigError:
         return 1, 1  # on_starting names the variable and stops before any worker starts
-    return config.web_concurrency, config.web_threads
 
 
 # Last: importing the gateway imports prometheus_client, which must see PROMETHEUS_MULTIPROC_DIR.

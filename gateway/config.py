@@ -137,6 +137,7 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
         reader = EnvReader(env)
+        web_concurrency, web_threads = web_process_shape(env)
         instance_path = reader.text("GATEWAY_INSTANCE_PATH") or str(DEFAULT_INSTANCE_PATH)
         gateway_env = reader.choice("GATEWAY_ENV", ("production", "development"), "production")
         database_url = reader.text("DATABASE_URL")
@@ -187,10 +188,8 @@ class Config:
             biasguard_fail_closed=reader.flag("BIASGUARD_FAIL_CLOSED", False),
             admin_api_keys=reader.csv("ADMIN_API_KEYS"),
             port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
-            web_concurrency=reader.integer(
-                "WEB_CONCURRENCY", min(os.cpu_count() or 1, 4), minimum=1
-            ),
-            web_threads=reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=1024),
+            web_concurrency=web_concurrency,
+            web_threads=web_threads,
             database_pool_size=reader.integer("DATABASE_POOL_SIZE", 2, minimum=1, maximum=1000),
             database_max_overflow=reader.integer(
                 "DATABASE_MAX_OVERFLOW", 1, minimum=0, maximum=1000
@@ -260,6 +259,19 @@ class Config:
             )
         if self.clerk_jwks_refresh_cooldown_seconds < 1:
             raise ConfigError("CLERK_JWKS_REFRESH_COOLDOWN_SECONDS", "must be at least 1")
+
+
+def web_process_shape(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(WEB_CONCURRENCY, GUNICORN_THREADS): gunicorn's processes and threads per process.
+
+    Config reads them through here, and so does gunicorn.conf.py, which needs them even when the
+    rest of the configuration is invalid (its on_starting hook reports that and stops).
+    """
+    reader = EnvReader(os.environ if environ is None else environ)
+    return (
+        reader.integer("WEB_CONCURRENCY", min(os.cpu_count() or 1, 4), minimum=1),
+        reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=1024),
+    )
 
 
 def frontend_api_host(publishable_key: str) -> str:
