@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 
 from gateway.auth.bearer import bearer_credential
 from gateway.auth.public import public
-from gateway.auth.tokens import JwkRemoteFailedToLoad, TokenProblem
+from gateway.auth.token_problems import JwkRemoteFailedToLoad, TokenProblem
 from gateway.errors import Problem
 from gateway.extensions import db
 from gateway.health import broker_connection, cached_check

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gateway.auth.authorization import PermissionDenied
 from gateway.auth.service import ClerkDisabled
-from gateway.auth.tokens import (
+from gateway.auth.token_problems import (
     CsrfOrigin,
     JwkKidMismatch,
     JwkRemoteFailedToLoad,
@@ -18,11 +18,13 @@ from gateway.auth.tokens import (
     TokenIatInTheFuture,
     TokenInvalid,
     TokenInvalidAlgorithm,
+    TokenInvalidAudience,
     TokenInvalidAuthorizedParties,
     TokenInvalidIssuer,
     TokenInvalidSignature,
     TokenMissing,
     TokenNotActiveYet,
+    TokenTypeMismatch,
 )
 from gateway.billing.entitlement import SubscriptionRequired
 from gateway.billing.problems import (
@@ -54,7 +56,7 @@ from gateway.guards.problems import (
 from gateway.metrics import MetricsTokenInvalid
 from gateway.organizations.service import OrganizationNotFound
 from gateway.users.backfill import BackfillFailed
-from gateway.users.service import EmailRequired, UserDeactivated, UserNotFound
+from gateway.users.service import EmailRequired, UserDataInvalid, UserDeactivated, UserNotFound
 from gateway.webhooks.admin import AdminKeyInvalid
 from gateway.webhooks.operations import InvalidQuery, WebhookEventInProgress, WebhookEventNotFound
 from gateway.webhooks.service import DatabaseUnavailable
@@ -66,10 +68,12 @@ PROBLEMS: tuple[type[Problem], ...] = (
     # auth
     TokenMissing, TokenInvalid, TokenInvalidAlgorithm, TokenInvalidSignature, TokenExpired,
     TokenNotActiveYet, TokenIatInTheFuture, TokenInvalidIssuer, TokenInvalidAuthorizedParties,
-    SessionPending, JwkKidMismatch, JwkRemoteFailedToLoad, CsrfOrigin, PermissionDenied,
+    SessionPending, TokenTypeMismatch, TokenInvalidAudience, JwkKidMismatch,
+    JwkRemoteFailedToLoad, CsrfOrigin, PermissionDenied,
     ClerkDisabled, ClerkApiUnavailable,
     # users and organizations
-    EmailRequired, UserNotFound, UserDeactivated, BackfillFailed, OrganizationNotFound,
+    EmailRequired, UserDataInvalid, UserNotFound, UserDeactivated, BackfillFailed,
+    OrganizationNotFound,
     # webhooks
     WebhookSignatureInvalid, WebhooksNotConfigured, DatabaseUnavailable, WebhookEventNotFound,
     WebhookEventInProgress, InvalidQuery, AdminKeyInvalid,

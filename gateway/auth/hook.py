@@ -9,7 +9,8 @@ from flask import Flask, Request, current_app, g, request
 from gateway.auth.bearer import bearer_credential
 from gateway.auth.jwks import JwksCache, NoKeySource, StaticKey, fetch_jwks_over_http
 from gateway.auth.public import is_public
-from gateway.auth.tokens import CsrfOrigin, KeySource, TokenMissing, VerifierSettings
+from gateway.auth.token_problems import CsrfOrigin, TokenMissing
+from gateway.auth.tokens import KeySource, VerifierSettings
 from gateway.auth.verifier import SessionVerifier
 from gateway.config import Config, frontend_api_host
 from gateway.per_process import PerProcess

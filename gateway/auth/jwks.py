@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import RSAAlgorithm
 
-from gateway.auth.tokens import JwkKidMismatch, JwkRemoteFailedToLoad, TokenInvalid
+from gateway.auth.token_problems import JwkKidMismatch, JwkRemoteFailedToLoad, TokenInvalid
 from gateway.config import ConfigError
 
 log = logging.getLogger(__name__)

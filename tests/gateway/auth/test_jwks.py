@@ -11,7 +11,7 @@ from pytest_httpserver import HTTPServer
 
 from gateway.auth.hook import get_verifier
 from gateway.auth.jwks import JwksCache, fetch_jwks_over_http
-from gateway.auth.tokens import JwkKidMismatch, JwkRemoteFailedToLoad
+from gateway.auth.token_problems import JwkKidMismatch, JwkRemoteFailedToLoad
 from tests.support.clerk import JwksServer, mint_token
 from tests.support.polling import wait_until
 from tests.support.processes import free_port

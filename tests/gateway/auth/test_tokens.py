@@ -20,13 +20,8 @@ from flask import Flask
 from pytest_httpserver import HTTPServer
 
 from gateway.auth.jwks import StaticKey
-from gateway.auth.tokens import (
-    MAX_TOKEN_LENGTH,
-    Claims,
-    TokenInvalid,
-    VerifierSettings,
-    verify_session_token,
-)
+from gateway.auth.token_problems import TokenInvalid
+from gateway.auth.tokens import MAX_TOKEN_LENGTH, Claims, VerifierSettings, verify_session_token
 from gateway.auth.verifier import SessionVerifier, VerifiedTokenCache
 from gateway.errors import PROBLEM_CONTENT_TYPE
 from tests.support.clerk import (
